@@ -1,0 +1,98 @@
+"""Callbacks that make a run report what the seeds' tutorials report: best accuracy, epoch, time, sizes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class RunSummary(L.Callback):
+    """Track the best val/acc epoch and wall time; print and save a summary at the end of fit.
+
+    The summary is also what the train task returns (and what sweeps and Optuna read)."""
+
+    def __init__(self, filename: str = "summary.json") -> None:
+        self.filename = filename
+        self.best_acc = -math.inf
+        self.best_epoch = -1
+        self.start = 0.0
+        self.train_images = 0
+        self.summary: dict[str, Any] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.train_images += len(batch[-1])
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # on_validation_end, not *_epoch_end: callback epoch-end hooks run before the module logs val/acc.
+        if trainer.sanity_checking:
+            return
+        acc = trainer.callback_metrics.get("val/acc")
+        if acc is not None and float(acc) > self.best_acc:
+            self.best_acc, self.best_epoch = float(acc), trainer.current_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_acc": self.best_acc, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_acc = state_dict["best_acc"]
+        self.best_epoch = state_dict["best_epoch"]
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        wall = time.perf_counter() - self.start
+        trainable, total = pl_module.parameter_counts()
+        ckpt = trainer.checkpoint_callback
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        self.summary = {
+            "val/acc_best": self.best_acc if self.best_acc > -math.inf else None,
+            "best_epoch": self.best_epoch,
+            "val/loss": metrics.get("val/loss"),
+            "epochs": trainer.current_epoch,
+            "wall_time_s": round(wall, 2),
+            "train_images_per_s": round(self.train_images / wall, 1) if wall > 0 else None,
+            "trainable_params": trainable,
+            "total_params": total,
+            "classes": list(pl_module.class_names),
+            "best_checkpoint": getattr(ckpt, "best_model_path", None) or None,
+            "last_checkpoint": getattr(ckpt, "last_model_path", None) or None,
+            "peak_memory_mb": _peak_memory_mb(),
+        }
+        self._report(trainer)
+
+    @rank_zero_only
+    def _report(self, trainer: L.Trainer) -> None:
+        s = self.summary
+        best = "n/a" if s["val/acc_best"] is None else f"{s['val/acc_best']:.4f}"
+        print(
+            "\n".join([
+                "",
+                f"Training complete in {s['wall_time_s'] // 60:.0f}m {s['wall_time_s'] % 60:.0f}s",
+                f"Best val acc: {best} (epoch {s['best_epoch']})",
+                f"Trainable params: {s['trainable_params']:,} of {s['total_params']:,}",
+                f"Best checkpoint: {s['best_checkpoint']}",
+                f"Last checkpoint: {s['last_checkpoint']}",
+            ])
+        )
+        if trainer.default_root_dir:
+            os.makedirs(trainer.default_root_dir, exist_ok=True)
+            with open(os.path.join(trainer.default_root_dir, self.filename), "w") as f:
+                json.dump(s, f, indent=2)
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB

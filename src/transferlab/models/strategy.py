@@ -1,0 +1,94 @@
+"""Transfer strategies as data: which parts of the network train, and at which learning-rate multiplier.
+
+A strategy maps module-name prefixes of the classifier ("backbone", "head", "backbone.layer4", ...) to
+learning-rate multipliers (`train`), and may add the last N backbone stages discovered from the model
+(`trainable_stages`). Parameters under no rule are frozen: `requires_grad=False`, out of the optimizer, and
+(with `freeze_bn`) their BatchNorm layers stay in eval mode so running statistics do not drift. A new
+strategy is a new YAML file, not a new code path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+@dataclass
+class Strategy:
+    name: str = "finetune"
+    train: dict[str, float] = field(default_factory=lambda: {"backbone": 1.0, "head": 1.0})
+    trainable_stages: int = 0  # the last N stages of the backbone also train, at stage_lr_mult
+    stage_lr_mult: float = 1.0
+    freeze_bn: bool = True
+
+    def rules(self, stages: Sequence[Sequence[str]] = ()) -> dict[str, float]:
+        """Prefix -> lr multiplier, with `trainable_stages` expanded into module names."""
+        if self.trainable_stages < 0 or self.trainable_stages > len(stages) and self.trainable_stages:
+            raise ValueError(
+                f"strategy.trainable_stages={self.trainable_stages}: this backbone has {len(stages)} stages."
+            )
+        rules = dict(self.train)
+        for stage in stages[len(stages) - self.trainable_stages :] if self.trainable_stages else []:
+            for module_name in stage:
+                rules.setdefault(f"backbone.{module_name}", self.stage_lr_mult)
+        return rules
+
+    def apply(self, model: nn.Module, stages: Sequence[Sequence[str]] = ()) -> dict[str, float]:
+        """Set requires_grad on every parameter; return the prefix -> lr multiplier rules in force."""
+        rules = self.rules(stages)
+        names = {n for n, _ in model.named_modules()}
+        unknown = [p for p in rules if p not in names]
+        if unknown:
+            raise ValueError(
+                f"strategy {self.name!r} names modules {unknown} that do not exist; "
+                f"top-level modules are {[n for n, _ in model.named_children()]}."
+            )
+        for name, param in model.named_parameters():
+            param.requires_grad_(lr_mult_for(rules, name) is not None)
+        return rules
+
+    def eval_modules(self, model: nn.Module) -> Iterable[nn.Module]:
+        """Modules that must stay in eval mode while training: a wholly frozen top-level part (so a
+        frozen backbone is a deterministic feature extractor, dropout included) and, with `freeze_bn`,
+        every BatchNorm whose parameters are frozen (so running statistics do not drift)."""
+        if not self.freeze_bn:
+            return []
+        frozen = [m for m in model.children() if not any(p.requires_grad for p in m.parameters())]
+        frozen += [
+            m
+            for m in model.modules()
+            if isinstance(m, _BatchNorm) and not any(p.requires_grad for p in m.parameters())
+        ]
+        return frozen
+
+
+def lr_mult_for(rules: Mapping[str, float], param_name: str) -> float | None:
+    """Multiplier of the longest matching prefix, or None when the parameter is frozen."""
+    best, mult = -1, None
+    for prefix, m in rules.items():
+        if (param_name == prefix or param_name.startswith(prefix + ".")) and len(prefix) > best:
+            best, mult = len(prefix), m
+    return None if mult is None or mult <= 0 else float(mult)
+
+
+def param_groups(model: nn.Module, rules: Mapping[str, float], base_lr: float) -> list[dict]:
+    """Optimizer parameter groups: trainable parameters only, one group per lr multiplier."""
+    groups: dict[float, list] = {}
+    for name, param in model.named_parameters():
+        mult = lr_mult_for(rules, name)
+        if mult is not None and param.requires_grad:
+            groups.setdefault(mult, []).append(param)
+    if not groups:
+        raise ValueError("The strategy leaves no trainable parameters.")
+    return [{"params": ps, "lr": base_lr * m, "lr_mult": m} for m, ps in sorted(groups.items())]
+
+
+def strategy_from_config(cfg: Mapping) -> Strategy:
+    known = {f.name for f in fields(Strategy)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"Unknown strategy key(s) {unknown}; known keys: {sorted(known)}.")
+    return Strategy(**{k: (dict(v) if k == "train" else v) for k, v in cfg.items()})

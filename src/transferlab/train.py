@@ -1,0 +1,72 @@
+"""The training task: compose config -> build data, model, trainer -> fit -> summarise."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
+from omegaconf import DictConfig, OmegaConf
+
+from transferlab.callbacks import RunSummary
+from transferlab.config import flatten, register_resolvers, resolve_checkpoint, to_plain
+from transferlab.models.classifier import TransferClassifier
+
+log = logging.getLogger(__name__)
+
+# A frozen backbone is put in eval mode on purpose (BatchNorm statistics must not drift).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every `_target_` entry of a group (callbacks, loggers); null entries are switched off."""
+    if not group:
+        return []
+    return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
+
+
+def build_model(cfg: DictConfig, class_names: list[str], input_overrides: dict | None) -> TransferClassifier:
+    return TransferClassifier(
+        backbone=to_plain(cfg.backbone),
+        head=to_plain(cfg.head),
+        strategy=to_plain(cfg.strategy),
+        optimizer=to_plain(cfg.optimizer),
+        scheduler=to_plain(cfg.scheduler),
+        class_names=class_names,
+        input_overrides=input_overrides,
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one training job and return its summary (val/acc_best, checkpoints, timings...)."""
+    register_resolvers()
+    OmegaConf.resolve(cfg)  # fail now, naming the key, rather than mid-training
+
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.dataset)
+    datamodule.prepare_data()
+    model = build_model(cfg, datamodule.class_names, datamodule.input_overrides)
+    datamodule.set_input_spec(model.input_spec)
+    log.info("Input: %s", model.input_spec)
+
+    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    if not loggers:  # logger=none: LearningRateMonitor has nowhere to write and would refuse to start
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    hparams = flatten(to_plain(cfg))
+    hparams["dataset/classes"] = ",".join(datamodule.class_names)
+    for logger in trainer.loggers:
+        # Declaring val/acc_best here makes TensorBoard's HParams view show each run's best accuracy.
+        logger.log_hyperparams(hparams, metrics={"val/acc_best": 0.0})
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.get("ckpt_path")))
+
+    summary_cb = next((c for c in trainer.callbacks if isinstance(c, RunSummary)), None)
+    summary = dict(summary_cb.summary) if summary_cb else {}
+    summary.setdefault("val/acc_best", float(trainer.callback_metrics.get("val/acc_best", float("nan"))))
+    return summary
