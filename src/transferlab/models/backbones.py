@@ -132,6 +132,11 @@ def _map_state_dict(state: dict[str, torch.Tensor], model: nn.Module, key_map: s
     return mapped
 
 
+def load_weights(model: nn.Module, path: str, key_map: str = "name") -> None:
+    """Load a local state dict into the full model (classifier included), strictly."""
+    model.load_state_dict(_map_state_dict(load_local_state_dict(path), model, key_map, path))
+
+
 def _offline_message(model: str, url: str, cache_path: str, error: Exception) -> str:
     return (
         f"Could not download pretrained weights for backbone {model!r} ({type(error).__name__}: {error}).\n"
@@ -216,7 +221,7 @@ def _torchvision_backbone(name: str, weights: str | None, key_map: str) -> Backb
             raise WeightsUnavailableError(_offline_message(name, url, cache, e)) from e
         model.load_state_dict(state)
     elif _is_local_path(weights):
-        model.load_state_dict(_map_state_dict(load_local_state_dict(weights), model, key_map, weights))
+        load_weights(model, weights, key_map)
 
     # Input requirements come from the weights' own transforms (or the default weights' for a local file).
     meta_weights = weights_enum or weights_cls.DEFAULT
@@ -252,7 +257,7 @@ def _timm_backbone(name: str, weights: str | None, key_map: str) -> Backbone:
         cache = os.environ.get("HF_HUB_CACHE", str(Path.home() / ".cache" / "huggingface" / "hub"))
         raise WeightsUnavailableError(_offline_message(name, url, cache, e)) from e
     if _is_local_path(weights):
-        model.load_state_dict(_map_state_dict(load_local_state_dict(weights), model, key_map, weights))
+        load_weights(model, weights, key_map)
     data_cfg = resolve_data_config({}, model=model)
     spec = InputSpec(
         image_size=data_cfg["input_size"][-1],

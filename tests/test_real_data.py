@@ -1,0 +1,42 @@
+"""Real pretrained weights on real photos (skipped when ../shared/datasets/hymenoptera_data is absent)."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from tests.conftest import HYMENOPTERA, compose_config, requires_hymenoptera
+from transferlab.data.images import load_rgb
+from transferlab.data.transforms import eval_transform
+from transferlab.models.backbones import InputSpec, load_weights, packaged_weights_path
+from transferlab.train import train
+
+ANT, BEE = 310, 309  # ImageNet class indices
+
+
+@requires_hymenoptera
+def test_efficientnet_lite0_weights_recognise_ants_and_bees():
+    """Guards the in-order tensor mapping: a broken mapping scores these classes at chance (1/1000)."""
+    model = timm.create_model("tf_efficientnet_lite0")
+    load_weights(model, packaged_weights_path("efficientnet_lite0"), key_map="order")
+    tf = eval_transform(InputSpec(image_size=224, crop_pct=0.875, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                  interpolation="bicubic"))
+    for cls, index in (("ants", ANT), ("bees", BEE)):
+        files = sorted((HYMENOPTERA / "val" / cls).glob("*.jpg"))[:8]
+        with torch.no_grad():
+            probs = model.eval()(torch.stack([tf(load_rgb(str(f))) for f in files])).softmax(-1)
+        assert probs[:, index].mean() > 0.2, cls  # chance is 0.001
+        assert (probs.argmax(-1) == index).float().mean() >= 0.5, cls
+
+
+@pytest.mark.slow
+@requires_hymenoptera
+def test_frozen_efficientnet_lite0_on_hymenoptera_reaches_090(tmp_path):
+    cfg = compose_config(tmp_path, [
+        "dataset=hymenoptera", f"dataset.root={HYMENOPTERA}", "backbone=efficientnet_lite0", "strategy=frozen",
+        "trainer.max_epochs=4", "trainer.enable_progress_bar=false", "dataset.num_workers=0",
+    ])
+    summary = train(cfg)
+    assert summary["val/acc_best"] >= 0.90, summary
+    assert summary["classes"] == ["ants", "bees"]
