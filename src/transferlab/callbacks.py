@@ -52,7 +52,8 @@ class RunSummary(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         wall = time.perf_counter() - self.start
         trainable, total = pl_module.parameter_counts()
-        ckpt = trainer.checkpoint_callback
+        best_cb = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
+        last_cb = next((c for c in trainer.checkpoint_callbacks if not c.monitor), None)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         self.summary = {
             "val/acc_best": self.best_acc if self.best_acc > -math.inf else None,
@@ -64,8 +65,9 @@ class RunSummary(L.Callback):
             "trainable_params": trainable,
             "total_params": total,
             "classes": list(pl_module.class_names),
-            "best_checkpoint": getattr(ckpt, "best_model_path", None) or None,
-            "last_checkpoint": getattr(ckpt, "last_model_path", None) or None,
+            "best_checkpoint": getattr(best_cb, "best_model_path", None) or None,
+            # the unmonitored callback keeps one file, the latest epoch
+            "last_checkpoint": getattr(last_cb, "best_model_path", None) or None,
             "peak_memory_mb": _peak_memory_mb(),
         }
         self._report(trainer)

@@ -16,6 +16,7 @@ from transferlab.config import flatten, register_resolvers, resolve_checkpoint, 
 from transferlab.models.classifier import TransferClassifier
 
 log = logging.getLogger(__name__)
+register_resolvers()  # before any config that uses ${packaged_weights:...} is resolved
 
 # A frozen backbone is put in eval mode on purpose (BatchNorm statistics must not drift).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
@@ -42,7 +43,6 @@ def build_model(cfg: DictConfig, class_names: list[str], input_overrides: dict |
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job and return its summary (val/acc_best, checkpoints, timings...)."""
-    register_resolvers()
     OmegaConf.resolve(cfg)  # fail now, naming the key, rather than mid-training
 
     L.seed_everything(cfg.seed, workers=True)

@@ -36,6 +36,9 @@ class TransferClassifier(L.LightningModule):
         super().__init__()
         if len(class_names) < 2:
             raise ValueError(f"Need at least 2 classes to train a classifier, got {class_names}.")
+        strategy_obj = strategy_from_config(strategy)
+        if not strategy_obj.pretrained:
+            backbone = {**backbone, "weights": None}
         built = instantiate(backbone, _convert_="all")
         if input_spec is None:
             spec = built.input_spec.override(**(input_overrides or {}))
@@ -49,8 +52,8 @@ class TransferClassifier(L.LightningModule):
 
         self.backbone = built.module
         self.head = instantiate(head, _convert_="all")(built.num_features, len(class_names))
-        self.strategy = strategy_from_config(strategy)
-        self.train_rules = self.strategy.apply(self, built.stages)
+        self.strategy = strategy_obj
+        self.train_rules = self.strategy.apply(self, built.stages, epoch=0)
         self.train()  # puts frozen parts in eval mode from the start
 
         self.criterion = nn.CrossEntropyLoss()
@@ -74,8 +77,10 @@ class TransferClassifier(L.LightningModule):
         return self
 
     def on_train_epoch_start(self) -> None:
+        # Re-derived from the epoch number alone, so a run resumed past `unfreeze_at` is unfrozen too.
         # Lightning 2.x never calls .train() itself (it restores captured modes after validation), so the
-        # strategy's modes are (re)applied here each epoch; this also follows a strategy that unfreezes.
+        # strategy's train/eval modes are (re)applied here as well.
+        self.strategy.apply(self, self.stages, epoch=self.current_epoch)
         self.train()
 
     def parameter_counts(self) -> tuple[int, int]:

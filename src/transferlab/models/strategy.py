@@ -2,9 +2,16 @@
 
 A strategy maps module-name prefixes of the classifier ("backbone", "head", "backbone.layer4", ...) to
 learning-rate multipliers (`train`), and may add the last N backbone stages discovered from the model
-(`trainable_stages`). Parameters under no rule are frozen: `requires_grad=False`, out of the optimizer, and
-(with `freeze_bn`) their BatchNorm layers stay in eval mode so running statistics do not drift. A new
-strategy is a new YAML file, not a new code path.
+(`trainable_stages`) or every stage with a layer-wise decaying multiplier (`lr_decay`). Parameters under no
+rule are frozen: `requires_grad=False`, out of the optimizer, and (with `freeze_bn`) their BatchNorm layers
+stay in eval mode so running statistics do not drift.
+
+`unfreeze_at: k` delays every backbone rule until epoch k (gradual unfreezing). Those parameters are in the
+optimizer from the start, with their own lr, but get no gradient until epoch k, so schedulers, and resuming
+from a checkpoint taken on either side of k, behave as for any other parameter group (Lightning's
+BackboneFinetuning adds the group at k, which a resumed run does not restore).
+
+A new strategy is a new YAML file, not a new code path.
 """
 
 from __future__ import annotations
@@ -22,22 +29,38 @@ class Strategy:
     train: dict[str, float] = field(default_factory=lambda: {"backbone": 1.0, "head": 1.0})
     trainable_stages: int = 0  # the last N stages of the backbone also train, at stage_lr_mult
     stage_lr_mult: float = 1.0
+    lr_decay: float | None = None  # every stage trains; stage i from the top at lr_decay ** i
+    unfreeze_at: int | None = None  # backbone rules only take effect from this epoch on
+    pretrained: bool = True  # False: same architecture, random init (the scratch baseline)
     freeze_bn: bool = True
 
     def rules(self, stages: Sequence[Sequence[str]] = ()) -> dict[str, float]:
-        """Prefix -> lr multiplier, with `trainable_stages` expanded into module names."""
-        if self.trainable_stages < 0 or self.trainable_stages > len(stages) and self.trainable_stages:
+        """Prefix -> lr multiplier, with stage-based settings expanded into module names."""
+        if self.trainable_stages < 0 or self.trainable_stages > len(stages):
             raise ValueError(
                 f"strategy.trainable_stages={self.trainable_stages}: this backbone has {len(stages)} stages."
             )
         rules = dict(self.train)
-        for stage in stages[len(stages) - self.trainable_stages :] if self.trainable_stages else []:
+        top = list(reversed(stages))  # output side first
+        for stage in top[: self.trainable_stages]:
             for module_name in stage:
                 rules.setdefault(f"backbone.{module_name}", self.stage_lr_mult)
+        if self.lr_decay is not None:
+            if not 0 < self.lr_decay <= 1:
+                raise ValueError(f"strategy.lr_decay={self.lr_decay}: expected 0 < lr_decay <= 1.")
+            for depth, stage in enumerate(top, start=1):
+                for module_name in stage:
+                    rules.setdefault(f"backbone.{module_name}", self.lr_decay**depth)
         return rules
 
-    def apply(self, model: nn.Module, stages: Sequence[Sequence[str]] = ()) -> dict[str, float]:
-        """Set requires_grad on every parameter; return the prefix -> lr multiplier rules in force."""
+    def active_rules(self, rules: Mapping[str, float], epoch: int) -> dict[str, float]:
+        """The rules that train at `epoch`: backbone rules wait for `unfreeze_at`."""
+        if self.unfreeze_at is None or epoch >= self.unfreeze_at:
+            return dict(rules)
+        return {p: m for p, m in rules.items() if not (p == "backbone" or p.startswith("backbone."))}
+
+    def apply(self, model: nn.Module, stages: Sequence[Sequence[str]] = (), epoch: int = 0) -> dict[str, float]:
+        """Set requires_grad for `epoch`; return all prefix -> lr multiplier rules (for the optimizer)."""
         rules = self.rules(stages)
         names = {n for n, _ in model.named_modules()}
         unknown = [p for p in rules if p not in names]
@@ -46,8 +69,9 @@ class Strategy:
                 f"strategy {self.name!r} names modules {unknown} that do not exist; "
                 f"top-level modules are {[n for n, _ in model.named_children()]}."
             )
+        active = self.active_rules(rules, epoch)
         for name, param in model.named_parameters():
-            param.requires_grad_(lr_mult_for(rules, name) is not None)
+            param.requires_grad_(lr_mult_for(active, name) is not None)
         return rules
 
     def eval_modules(self, model: nn.Module) -> Iterable[nn.Module]:
@@ -75,11 +99,12 @@ def lr_mult_for(rules: Mapping[str, float], param_name: str) -> float | None:
 
 
 def param_groups(model: nn.Module, rules: Mapping[str, float], base_lr: float) -> list[dict]:
-    """Optimizer parameter groups: trainable parameters only, one group per lr multiplier."""
+    """Optimizer parameter groups, one per lr multiplier, holding every parameter a rule trains (now or
+    after `unfreeze_at`); parameters under no rule never enter the optimizer."""
     groups: dict[float, list] = {}
     for name, param in model.named_parameters():
         mult = lr_mult_for(rules, name)
-        if mult is not None and param.requires_grad:
+        if mult is not None:
             groups.setdefault(mult, []).append(param)
     if not groups:
         raise ValueError("The strategy leaves no trainable parameters.")
