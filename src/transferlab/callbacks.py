@@ -16,23 +16,37 @@ from lightning.pytorch.utilities import rank_zero_only
 class RunSummary(L.Callback):
     """Track the best val/acc epoch and wall time; print and save a summary at the end of fit.
 
-    The summary is also what the train task returns (and what sweeps and Optuna read)."""
+    The summary is also what the train task returns (and what sweeps and Optuna read). A run whose training
+    loss turns NaN/inf has diverged: it stops at once with an error naming the step, so a sweep records the job
+    as failed instead of training on NaN (`+callbacks.summary.stop_on_nonfinite_loss=false` lets it run on)."""
 
-    def __init__(self, filename: str = "summary.json") -> None:
+    def __init__(self, filename: str = "summary.json", stop_on_nonfinite_loss: bool = True) -> None:
         self.filename = filename
+        self.stop_on_nonfinite_loss = stop_on_nonfinite_loss
         self.best_acc = -math.inf
         self.best_epoch = -1
-        self.start = 0.0
+        self.start = time.perf_counter()  # the run's clock: includes data preparation and feature caching
         self.train_images = 0
         self.summary: dict[str, Any] = {}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.start = time.perf_counter()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.train_images += len(batch[-1])
+        if self.stop_on_nonfinite_loss:
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+            if isinstance(loss, torch.Tensor):
+                diverged = not bool(torch.isfinite(loss.detach()).all())
+                if trainer.world_size > 1:  # every rank must stop together, or the others wait forever
+                    diverged = trainer.strategy.reduce_boolean_decision(diverged, all=False)
+                if diverged:
+                    raise FloatingPointError(
+                        f"train/loss is {float(loss.detach().float().mean())} at epoch {trainer.current_epoch}, "
+                        f"step {trainer.global_step}: training diverged. Lower optimizer.lr, or set "
+                        "+callbacks.summary.stop_on_nonfinite_loss=false to let it run on."
+                    )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # on_validation_end, not *_epoch_end: callback epoch-end hooks run before the module logs val/acc.
@@ -56,12 +70,14 @@ class RunSummary(L.Callback):
         last_cb = next((c for c in trainer.checkpoint_callbacks if not c.monitor), None)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         self.summary = {
+            "status": "ok",
             "val/acc_best": self.best_acc if self.best_acc > -math.inf else None,
             "best_epoch": self.best_epoch,
             "val/loss": metrics.get("val/loss"),
             "epochs": trainer.current_epoch,
             "wall_time_s": round(wall, 2),
-            "train_images_per_s": round(self.train_images / wall, 1) if wall > 0 else None,
+            # counted on this rank; every rank trains on as many images (DistributedSampler)
+            "train_images_per_s": round(self.train_images * trainer.world_size / wall, 1) if wall > 0 else None,
             "trainable_params": trainable,
             "total_params": total,
             "classes": list(pl_module.class_names),

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.callbacks import RunSummary
 from transferlab.config import flatten, register_resolvers, resolve_checkpoint, to_plain
+from transferlab.features import CachedFeatureDataModule
 from transferlab.models.classifier import TransferClassifier
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,23 @@ def build_model(cfg: DictConfig, class_names: list[str], input_overrides: dict |
     )
 
 
+def cached_features(cfg: DictConfig, model: TransferClassifier, datamodule, trainer: L.Trainer):
+    """Swap images for cached backbone features when the strategy never trains the backbone."""
+    if not model.strategy.backbone_always_frozen(model.stages):
+        log.warning("strategy.cache_features ignored: strategy %r trains the backbone.", model.strategy.name)
+        return datamodule
+    device = trainer.strategy.root_device
+    model.backbone.to(device)
+    data = CachedFeatureDataModule(
+        datamodule, model.backbone, to_plain(cfg.backbone), cfg.paths.cache_dir,
+        views=model.strategy.feature_views, seed=cfg.seed,
+    )
+    data.setup("fit")
+    model.backbone.to("cpu")
+    model.features_input = True
+    return data
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job and return its summary (val/acc_best, checkpoints, timings...)."""
     OmegaConf.resolve(cfg)  # fail now, naming the key, rather than mid-training
@@ -64,7 +82,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # Declaring val/acc_best here makes TensorBoard's HParams view show each run's best accuracy.
         logger.log_hyperparams(hparams, metrics={"val/acc_best": 0.0})
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_checkpoint(cfg.get("ckpt_path")))
+    fit_data = datamodule
+    if model.strategy.cache_features:
+        fit_data = cached_features(cfg, model, datamodule, trainer)
+    try:
+        trainer.fit(model, datamodule=fit_data, ckpt_path=resolve_checkpoint(cfg.get("ckpt_path")))
+    finally:
+        model.features_input = False  # the trained model takes images again
 
     summary_cb = next((c for c in trainer.callbacks if isinstance(c, RunSummary)), None)
     summary = dict(summary_cb.summary) if summary_cb else {}

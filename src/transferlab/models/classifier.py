@@ -51,6 +51,7 @@ class TransferClassifier(L.LightningModule):
         self.stages = built.stages
 
         self.backbone = built.module
+        self.features_input = False  # set by the training task when batches are cached backbone features
         self.head = instantiate(head, _convert_="all")(built.num_features, len(class_names))
         self.strategy = strategy_obj
         self.train_rules = self.strategy.apply(self, built.stages, epoch=0)
@@ -66,6 +67,8 @@ class TransferClassifier(L.LightningModule):
 
     # --- model -------------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.features_input:
+            return self.head(images)
         return self.head(self.backbone(images))
 
     def train(self, mode: bool = True) -> TransferClassifier:

@@ -33,6 +33,12 @@ class Strategy:
     unfreeze_at: int | None = None  # backbone rules only take effect from this epoch on
     pretrained: bool = True  # False: same architecture, random init (the scratch baseline)
     freeze_bn: bool = True
+    cache_features: bool = False  # backbone never trains: compute its features once (transferlab.features)
+    feature_views: int = 0  # cached augmented views per training image; 0 = one deterministic view
+
+    def backbone_always_frozen(self, stages: Sequence[Sequence[str]] = ()) -> bool:
+        """True when no rule ever trains a backbone parameter (so its features are constants)."""
+        return not any(p == "backbone" or p.startswith("backbone.") for p in self.rules(stages))
 
     def rules(self, stages: Sequence[Sequence[str]] = ()) -> dict[str, float]:
         """Prefix -> lr multiplier, with stage-based settings expanded into module names."""

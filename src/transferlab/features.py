@@ -1,0 +1,176 @@
+"""Frozen-feature cache: run a frozen backbone over the data once, then train the head on the tensors.
+
+The tutorial loop re-runs the frozen backbone over every image every epoch; its output never changes, so
+transferlab computes it once and keys it on everything that changes it (backbone, weights identity, input
+spec and augmentation, file list with sizes and mtimes, number of views, seed). A later run or sweep job
+with the same key loads the file instead. Training images can be cached as K augmented views so the head
+still sees augmentation; validation features always use the deterministic eval transform.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from transferlab.data.dataset import ImageSamples
+from transferlab.data.folders import Sample
+from transferlab.data.transforms import eval_transform, train_transform
+
+log = logging.getLogger(__name__)
+
+
+def _file_identity(samples: Sequence[Sample]) -> list[tuple[str, int, int, int]]:
+    out = []
+    for s in samples:
+        st = os.stat(s.path)
+        out.append((s.path, st.st_size, st.st_mtime_ns, s.label))
+    return out
+
+
+def _weights_identity(weights: Any) -> Any:
+    """A named weight is its own identity; a local file is identified by path, size and mtime."""
+    if isinstance(weights, str) and os.path.isfile(weights):
+        st = os.stat(weights)
+        return [os.path.abspath(weights), st.st_size, st.st_mtime_ns]
+    return weights
+
+
+def cache_key(backbone_cfg: dict, input_spec: dict, augment: dict, train: Sequence[Sample],
+              val: Sequence[Sample], views: int, seed: int) -> str:
+    payload = {
+        "version": 1,
+        "backbone": {k: v for k, v in backbone_cfg.items() if k != "weights"},
+        "weights": _weights_identity(backbone_cfg.get("weights")),
+        "input_spec": input_spec,
+        "augment": augment if views > 0 else None,
+        "views": views,
+        "seed": seed if views > 0 else None,
+        "train": _file_identity(train),
+        "val": _file_identity(val),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+@torch.no_grad()
+def extract(backbone: torch.nn.Module, dataset: Dataset, batch_size: int, num_workers: int, desc: str,
+            device: torch.device) -> torch.Tensor:
+    """Pooled features of every item of `dataset`, in order, with a progress bar."""
+    was_training = backbone.training
+    backbone.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    chunks = []
+    for images, _ in tqdm(loader, desc=desc, unit="batch", leave=False):
+        chunks.append(backbone(images.to(device)).float().cpu())
+    backbone.train(was_training)
+    return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)  # readers see the old file or the complete new one, never a partial one
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class _ViewDataset(Dataset):
+    """Item i is (features of a random one of its K views, label): augmentation without re-running the CNN."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        self.features = features  # (views, N, D)
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return self.features.shape[1]
+
+    def __getitem__(self, i: int):
+        view = int(torch.randint(self.features.shape[0], ()))
+        return self.features[view, i], self.labels[i]
+
+
+class CachedFeatureDataModule(L.LightningDataModule):
+    """Serves cached backbone features in place of images for a frozen backbone."""
+
+    def __init__(self, images: L.LightningDataModule, backbone: torch.nn.Module, backbone_cfg: dict,
+                 cache_dir: str, views: int = 0, seed: int = 0, extract_batch_size: int = 64) -> None:
+        super().__init__()
+        self.images = images
+        self.backbone = backbone
+        self.backbone_cfg = backbone_cfg
+        self.cache_dir = Path(cache_dir)
+        self.views = views
+        self.seed = seed
+        self.extract_batch_size = extract_batch_size
+        self.cache_path: Path | None = None
+        self.cache_hit = False
+
+    def prepare_data(self) -> None:
+        self.images.prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        if getattr(self, "train_features", None) is not None:
+            return
+        splits = self.images.scan()
+        spec = self.images.input_spec
+        key = cache_key(self.backbone_cfg, spec.to_dict(), self.images.augment, splits.train, splits.val,
+                        self.views, self.seed)
+        self.cache_path = self.cache_dir / "features" / f"{key}.pt"
+        if self.cache_path.is_file():
+            data = torch.load(self.cache_path, map_location="cpu", weights_only=True)
+            self.cache_hit = True
+            log.info("Loaded cached features %s", self.cache_path)
+        else:
+            data = self._compute(splits, spec)
+            _atomic_save(data, self.cache_path)
+            log.info("Cached features in %s", self.cache_path)
+        self.train_features, self.train_labels = data["train"], data["train_labels"]
+        self.val_features, self.val_labels = data["val"], data["val_labels"]
+
+    def _compute(self, splits, spec) -> dict[str, torch.Tensor]:
+        device = next(self.backbone.parameters()).device
+        workers = self.images.num_workers
+        bs = self.extract_batch_size
+        if self.views > 0:
+            generator_state = torch.get_rng_state()
+            torch.manual_seed(self.seed)
+            augmented = ImageSamples(splits.train, train_transform(spec, **self.images.augment))
+            train = torch.stack([
+                extract(self.backbone, augmented, bs, workers, f"features: train view {v + 1}/{self.views}", device)
+                for v in range(self.views)
+            ])
+            torch.set_rng_state(generator_state)
+        else:
+            train = extract(self.backbone, ImageSamples(splits.train, eval_transform(spec)), bs, workers,
+                            "features: train", device)[None]
+        val = extract(self.backbone, ImageSamples(splits.val, eval_transform(spec)), bs, workers,
+                      "features: val", device)
+        return {
+            "train": train,
+            "train_labels": torch.tensor([s.label for s in splits.train]),
+            "val": val,
+            "val_labels": torch.tensor([s.label for s in splits.val]),
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        ds = _ViewDataset(self.train_features, self.train_labels)
+        return DataLoader(ds, batch_size=self.images.batch_size, shuffle=True,
+                          drop_last=len(ds) > self.images.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        ds = torch.utils.data.TensorDataset(self.val_features, self.val_labels)
+        return DataLoader(ds, batch_size=self.images.eval_batch_size, shuffle=False)

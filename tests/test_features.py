@@ -1,0 +1,76 @@
+"""The frozen-feature cache: same results as live features, reused when nothing changed, rebuilt otherwise."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, compose_config, shrink
+from transferlab.train import train
+
+NO_AUGMENT = {"dataset.augment.scale": "[1.0,1.0]", "dataset.augment.ratio": "[1.0,1.0]",
+              "dataset.augment.hflip": "false", "dataset.input.crop_pct": 1.0}
+
+
+def _run(tmp_path, folder, name, **extra):
+    settings = {"strategy": "frozen", "trainer.max_epochs": 4, "trainer.limit_train_batches": 6,
+                "callbacks.early_stopping": "null", "optimizer.lr": 0.05, "paths.cache_dir": tmp_path / "cache"}
+    # The real pretrained efficientnet_lite0 (the default backbone, offline) at 32 px: features that mean
+    # something, extracted in well under a second for these 36 images.
+    overrides = [o for o in shrink(folder, **{**settings, **extra}) if not o.startswith("backbone")]
+    return train(compose_config(tmp_path / name, overrides))
+
+
+def _cache_files(tmp_path):
+    return sorted((tmp_path / "cache" / "features").glob("*.pt"))
+
+
+def test_cached_and_live_features_train_the_same_head(tmp_path, tiny_folder):
+    live = _run(tmp_path, tiny_folder, "live", **NO_AUGMENT, **{"strategy.cache_features": "false"})
+    cached = _run(tmp_path, tiny_folder, "cached", **NO_AUGMENT)
+    assert len(_cache_files(tmp_path)) == 1
+    assert cached["val/acc_best"] == pytest.approx(live["val/acc_best"], abs=0.1)
+    assert cached["val/acc_best"] >= 0.9  # the colours are separable: both must actually learn
+
+
+def test_second_run_reuses_the_cache_and_a_changed_file_invalidates_it(tmp_path, tiny_folder):
+    _run(tmp_path, tiny_folder, "one")
+    (first,) = _cache_files(tmp_path)
+    mtime = first.stat().st_mtime_ns
+    _run(tmp_path, tiny_folder, "two", **{"optimizer.lr": 0.01})  # the lr does not change features
+    assert _cache_files(tmp_path) == [first] and first.stat().st_mtime_ns == mtime
+    image = next((tiny_folder / "train" / "ant").glob("*.png"))
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    _run(tmp_path, tiny_folder, "three")
+    assert len(_cache_files(tmp_path)) == 2
+
+
+def test_augmented_views_are_a_separate_cache_entry(tmp_path, tiny_folder):
+    import torch
+
+    _run(tmp_path, tiny_folder, "plain")
+    _run(tmp_path, tiny_folder, "views", **{"strategy.feature_views": 3})
+    files = _cache_files(tmp_path)
+    shapes = sorted(tuple(torch.load(f, weights_only=True)["train"].shape[:2]) for f in files)
+    assert shapes == [(1, 24), (3, 24)]
+
+
+def test_strategies_that_train_the_backbone_never_use_the_cache(tmp_path, tiny_folder):
+    _run(tmp_path, tiny_folder, "partial", **{"strategy": "partial", "strategy.cache_features": "true",
+                                               "strategy.trainable_stages": 1})
+    assert _cache_files(tmp_path) == []
+
+
+def test_a_sweep_reuses_the_feature_cache_across_jobs(tmp_path, tiny_folder):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-m", *shrink(tiny_folder, strategy="frozen"),
+         "optimizer.lr=0.01,0.02", f"paths.root_dir={tmp_path}", "logger=none"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((tmp_path / "outputs" / "cache" / "features").glob("*.pt"))) == 1
+    logs = "".join(p.read_text() for p in (tmp_path / "outputs" / "multiruns").rglob("*.log"))
+    assert logs.count("Cached features in") == 1 and logs.count("Loaded cached features") == 1
