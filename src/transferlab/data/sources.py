@@ -1,0 +1,120 @@
+"""Where datasets come from: written from a bundled source, or downloaded and verified once.
+
+Each preparer takes the dataset root and makes sure a train/val image-folder tree is there, so every dataset
+runs through the same folder pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from transferlab.data.folders import Sample, stratified_split
+
+log = logging.getLogger(__name__)
+
+_COMPLETE = ".transferlab-complete"
+
+
+def tree_digest(root: str | os.PathLike) -> str:
+    """SHA-256 over the sorted (relative path, file SHA-256) list: a checksum of an extracted tree."""
+    root = Path(root)
+    outer = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != _COMPLETE):
+        rel = path.relative_to(root).as_posix()
+        outer.update(f"{hashlib.sha256(path.read_bytes()).hexdigest()} {rel}\n".encode())
+    return outer.hexdigest()
+
+
+def write_digits(root: str | os.PathLike, image_size: int = 48, val_fraction: float = 0.2, seed: int = 0) -> None:
+    """Write scikit-learn's bundled 8x8 handwritten digits (1797 images) as root/{train,val}/<digit>/*.png.
+
+    Offline and deterministic: the default dataset of `python train.py`. Written once (a marker file records
+    completion, so an interrupted write is redone)."""
+    from sklearn.datasets import load_digits
+
+    root = Path(root)
+    if (root / _COMPLETE).is_file():
+        return
+    digits = load_digits()
+    samples = [Sample(str(i), int(t)) for i, t in enumerate(digits.target)]
+    train, val = stratified_split(samples, val_fraction, seed)
+    tmp = Path(tempfile.mkdtemp(prefix=".digits-", dir=_mkparent(root)))
+    for split, items in (("train", train), ("val", val)):
+        for s in items:
+            pixels = (digits.images[int(s.path)] * (255.0 / 16.0)).round().astype(np.uint8)
+            image = Image.fromarray(pixels, mode="L").resize((image_size, image_size), Image.BILINEAR)
+            out = tmp / split / str(s.label) / f"{int(s.path):04d}.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            image.save(out)
+    (tmp / _COMPLETE).write_text("sklearn.datasets.load_digits\n")
+    if (root / _COMPLETE).is_file():  # a parallel job finished first
+        shutil.rmtree(tmp)
+        return
+    _replace_dir(tmp, root)
+    log.info("Wrote digits dataset (%d train, %d val) to %s", len(train), len(val), root)
+
+
+def download_hymenoptera(root: str | os.PathLike, url: str, sha256: str | None = None) -> None:
+    """Make sure the tutorial's ants/bees set is at `root`: use it if present, else download and verify.
+
+    The archive is extracted into a temporary folder, its member paths checked (no absolute paths or '..'),
+    the extracted tree's digest compared with `sha256` (see `tree_digest`), and only then moved into place.
+    """
+    root = Path(root)
+    if (root / "train").is_dir():
+        return
+    from torchvision.datasets.utils import download_url
+
+    parent = _mkparent(root)
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=parent) as tmp:
+        try:
+            download_url(url, tmp, filename="archive.zip")  # shows a tqdm progress bar
+        except Exception as e:
+            raise RuntimeError(
+                f"Could not download the hymenoptera dataset from {url} ({type(e).__name__}: {e}).\n"
+                f"  Download and unzip it yourself so that {root}/train and {root}/val exist,\n"
+                f"  or point at an existing copy: dataset.root=../shared/datasets/hymenoptera_data"
+            ) from e
+        extracted = Path(tmp) / "extracted"
+        safe_extract_zip(Path(tmp) / "archive.zip", extracted)
+        top = extracted / "hymenoptera_data" if (extracted / "hymenoptera_data").is_dir() else extracted
+        if sha256:
+            got = tree_digest(top)
+            if got != sha256:
+                raise RuntimeError(
+                    f"Downloaded archive from {url} does not match the expected content "
+                    f"(tree sha256 {got}, expected {sha256}); refusing to use it."
+                )
+        _replace_dir(top, root)
+
+
+def safe_extract_zip(archive: Path, dest: Path) -> None:
+    """Extract a zip, refusing members that would land outside `dest`."""
+    dest = dest.resolve()
+    with zipfile.ZipFile(archive) as zf:
+        for member in zf.namelist():
+            target = (dest / member).resolve()
+            if target != dest and dest not in target.parents:
+                raise RuntimeError(f"{archive}: member {member!r} escapes the extraction folder; refusing.")
+        zf.extractall(dest)
+
+
+def _mkparent(root: Path) -> Path:
+    root.parent.mkdir(parents=True, exist_ok=True)
+    return root.parent
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move a finished tree into place (atomic rename on one filesystem)."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(src, dst)

@@ -1,0 +1,60 @@
+"""`python -m transferlab.doctor <root>`: check an image-folder dataset before training on it.
+
+Prints the report (see transferlab.data.doctor) and exits 0 when the data is ready, 1 when it has errors
+(unreadable files, layout problems; with --strict also warnings), 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from transferlab.data.doctor import diagnose
+from transferlab.data.images import DEFAULT_MAX_PIXELS
+
+
+def default_cache_dir() -> str:
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "transferlab")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m transferlab.doctor",
+        description="Check an image-folder dataset (root/train/<class>/ + root/val/<class>/, or root/<class>/ "
+                    "to be split) for everything that would make training fail or be wrong, file by file.",
+    )
+    p.add_argument("root", help="the dataset root, as dataset.root")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="held out when there is no val/ (0.2)")
+    p.add_argument("--seed", type=int, default=0, help="split seed when there is no val/ (0)")
+    p.add_argument("--crop-size", type=int, default=224, help="images with a shorter side are 'tiny' (224)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"images above are bad files ({DEFAULT_MAX_PIXELS}, PIL's limit)")
+    p.add_argument("--imbalance-ratio", type=float, default=3.0, help="warn above this largest/smallest ratio")
+    p.add_argument("--cache-dir", default=default_cache_dir(), help="per-file check cache (%(default)s)")
+    p.add_argument("--no-cache", action="store_true", help="decode every file again, write no cache")
+    p.add_argument("--workers", type=int, default=None, help="decode threads (default: one per core, max 8)")
+    p.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
+    p.add_argument("--all", action="store_true", help="list every file of every finding (default: 20 each)")
+    p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = diagnose(
+        args.root, val_fraction=args.val_fraction, seed=args.seed, crop_size=args.crop_size,
+        max_pixels=args.max_pixels, cache_dir=None if args.no_cache else args.cache_dir, workers=args.workers,
+        imbalance_ratio=args.imbalance_ratio,
+    )
+    print(report.format(limit=None if args.all else 20))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report.to_dict(), f, indent=2)
+        print(f"JSON report: {args.json}")
+    return 1 if report.errors or (args.strict and report.warnings) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
