@@ -3,12 +3,14 @@
 import hydra
 from omegaconf import DictConfig
 
-from transferlab.train import train
+from transferlab.sweep import run_job
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg).get("val/acc_best")  # the value Hydra sweepers (e.g. Optuna) optimise
+    # val/acc_best, the value sweepers (e.g. Optuna) optimise; in a multirun a failed job returns None and the
+    # sweep goes on (see transferlab.sweep).
+    return run_job(cfg)
 
 
 if __name__ == "__main__":

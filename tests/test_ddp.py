@@ -1,0 +1,69 @@
+"""Lightning DDP with 2 CPU processes (gloo) inside a Hydra run: one output directory, not one per rank.
+
+Lightning starts rank 1 by re-running the command line with Hydra's run dir. These tests run `train.py` in a
+subprocess, as a user would, and check where everything landed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, shrink
+
+# `++`: set trainer.strategy whether or not conf/trainer/default.yaml declares it.
+DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "++trainer.strategy=ddp"]
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def run_train(args, cwd, timeout=300):
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=ENV)
+
+
+def test_ddp_single_run_writes_one_run_dir(tmp_path, tiny_folder):
+    proc = run_train([*shrink(tiny_folder), *DDP, f"paths.root_dir={tmp_path}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Starting with 2 processes" in proc.stdout + proc.stderr  # really two ranks
+
+    outputs = tmp_path / "outputs"
+    runs = [p for p in (outputs / "runs").glob("*/*") if p.is_dir()]
+    assert len(runs) == 1, runs
+    assert not (outputs / "multiruns").exists()
+    run = runs[0]
+    assert (run / ".hydra" / "config.yaml").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["val/acc_best"] is not None
+    assert (run / "train_ddp_process_1.log").is_file()  # rank 1 ran in this same directory
+
+    # Rank 0 logged the dashboards from metrics synced over both ranks.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    assert "val/confusion_matrix" in acc.Tags()["images"]
+    assert {"val_recall/ant", "val_recall/bee"} <= set(acc.Tags()["scalars"])
+
+
+@pytest.mark.slow  # two DDP jobs, each starting a second process: ~1 min on 2 cores
+def test_ddp_multirun_keeps_each_job_in_its_own_dir_and_survives_a_failing_job(tmp_path, tiny_folder):
+    proc = run_train(["-m", *shrink(tiny_folder), *DDP, "optimizer.lr=0.01,-1,0.02", f"paths.root_dir={tmp_path}",
+                      "logger=none"], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outputs = tmp_path / "outputs"
+    assert not (outputs / "runs").exists()  # no rank re-entered Hydra into a run dir of its own
+    sweeps = list((outputs / "multiruns").glob("*/*"))
+    assert len(sweeps) == 1, sweeps  # ... nor started a sweep of its own
+    sweep = sweeps[0]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1", "2"]
+    status = {j: json.loads((sweep / j / "summary.json").read_text())["status"] for j in jobs}
+    assert status == {"0": "ok", "1": "failed", "2": "ok"}  # the job after the failed one still trains
+    for j in jobs:
+        assert (sweep / j / "train_ddp_process_1.log").is_file()
+    assert (sweep / "summary.csv").is_file()
