@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from transferlab.data.dataset import ON_BAD_FILE, ImageSamples
+from transferlab.data.decoded import DecodedImages
 from transferlab.data.doctor import BAD_FILE_CODES, BadFilesError, DatasetReport, Finding, diagnose
 from transferlab.data.folders import DatasetLayoutError, FolderSplits
 from transferlab.data.images import DEFAULT_MAX_PIXELS
@@ -61,6 +62,7 @@ class FolderDataModule(L.LightningDataModule):
         on_bad_file: str = "skip",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         cache_dir: str | None = None,
+        cache_images: bool = False,
     ) -> None:
         super().__init__()
         if on_bad_file not in ON_BAD_FILE:
@@ -79,6 +81,7 @@ class FolderDataModule(L.LightningDataModule):
         self.on_bad_file = on_bad_file
         self.max_pixels = int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS
         self.cache_dir = cache_dir
+        self.cache_images = cache_images  # decode each image once, keep uint8 tensors (transferlab.data.decoded)
         self.input_spec: InputSpec | None = None
         self.splits: FolderSplits | None = None
         self.report: DatasetReport | None = None
@@ -148,9 +151,17 @@ class FolderDataModule(L.LightningDataModule):
         if self.input_spec is None:
             raise RuntimeError("FolderDataModule.set_input_spec(model.input_spec) must be called before setup.")
         splits = self.scan()
+        train_tf, val_tf = train_transform(self.input_spec, **self.augment), eval_transform(self.input_spec)
+        if self.cache_images:
+            if getattr(self, "_decoded_for", None) != self.input_spec:
+                short = self.input_spec.resize_size
+                self.train_set = DecodedImages(splits.train, train_tf, short, max_pixels=self.max_pixels)
+                self.val_set = DecodedImages(splits.val, val_tf, short, max_pixels=self.max_pixels)
+                self._decoded_for = self.input_spec
+            return
         policy = {"on_bad_file": self.on_bad_file, "max_pixels": self.max_pixels}
-        self.train_set = ImageSamples(splits.train, train_transform(self.input_spec, **self.augment), **policy)
-        self.val_set = ImageSamples(splits.val, eval_transform(self.input_spec), **policy)
+        self.train_set = ImageSamples(splits.train, train_tf, **policy)
+        self.val_set = ImageSamples(splits.val, val_tf, **policy)
 
     def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(

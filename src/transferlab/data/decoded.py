@@ -23,9 +23,9 @@ from transferlab.data.images import load_rgb
 log = logging.getLogger(__name__)
 
 
-def decode_resized(path: str, short_side: int) -> torch.Tensor:
+def decode_resized(path: str, short_side: int, max_pixels: int | None = None) -> torch.Tensor:
     """(3, H, W) uint8 with min(H, W) == short_side (never upscaled)."""
-    image = load_rgb(path)
+    image = load_rgb(path, max_pixels=max_pixels)
     w, h = image.size
     scale = short_side / min(w, h)
     if scale < 1:
@@ -37,11 +37,11 @@ class DecodedImages(Dataset):
     """Like ImageSamples, but images are decoded once (in parallel threads) and kept as uint8 tensors."""
 
     def __init__(self, samples: Sequence[Sample], transform: Callable | None, short_side: int,
-                 threads: int = 4) -> None:
+                 threads: int = 4, max_pixels: int | None = None) -> None:
         self.samples = list(samples)
         self.transform = transform
         with ThreadPoolExecutor(max_workers=threads) as pool:  # PIL releases the GIL while decoding
-            jobs = pool.map(lambda s: decode_resized(s.path, short_side), self.samples)
+            jobs = pool.map(lambda s: decode_resized(s.path, short_side, max_pixels), self.samples)
             self.images = list(tqdm(jobs, total=len(self.samples), desc="decoding images", leave=False))
         nbytes = sum(t.numel() for t in self.images)
         log.info("Decoded %d images once (%.1f MB as uint8)", len(self.images), nbytes / 2**20)

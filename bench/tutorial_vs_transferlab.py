@@ -1,0 +1,233 @@
+"""Benchmark: the PyTorch transfer-learning tutorial's loop vs transferlab, side by side, in one run.
+
+    python bench/tutorial_vs_transferlab.py --data ../shared/datasets/hymenoptera_data
+
+For each strategy (frozen, finetune) it runs, alternating, in one process tree:
+  (a) a faithful re-implementation of the tutorial loop (batch 4, SGD lr 0.001 momentum 0.9, StepLR 7/0.1,
+      RandomResizedCrop + flip, the backbone re-run on every image every epoch), and
+  (b) transferlab with the same backbone and strategy (`train.py` through the Python API),
+each in its own subprocess (so peak memory is per run), and prints and writes a Markdown table: wall time for
+N epochs, wall time to first reach val acc 0.90 / 0.93 / 0.95, best val acc, training images per second,
+peak memory, and the ratios (b)/(a). This is a script, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+THRESHOLDS = (0.90, 0.93, 0.95)
+
+
+def _peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # dataloader workers
+    return round(max(own, children) / 1024, 1)
+
+
+def tutorial_loop(data: str, strategy: str, epochs: int, workers: int) -> dict:
+    """The tutorial's train_model, with its data pipeline, on EfficientNet-Lite0 (mean = std = 0.5)."""
+    import timm
+    import torch
+    from torch import nn, optim
+    from torch.optim import lr_scheduler
+    from torchvision import datasets, transforms
+
+    from transferlab.models.backbones import load_weights, packaged_weights_path
+
+    start = time.perf_counter()
+    mean = std = [0.5, 0.5, 0.5]
+    tfs = {
+        "train": transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
+                                     transforms.ToTensor(), transforms.Normalize(mean, std)]),
+        "val": transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+                                   transforms.Normalize(mean, std)]),
+    }
+    image_datasets = {x: datasets.ImageFolder(os.path.join(data, x), tfs[x]) for x in ["train", "val"]}
+    loaders = {x: torch.utils.data.DataLoader(image_datasets[x], batch_size=4, shuffle=True, num_workers=workers)
+               for x in ["train", "val"]}
+    sizes = {x: len(image_datasets[x]) for x in ["train", "val"]}
+
+    model = timm.create_model("tf_efficientnet_lite0")
+    load_weights(model, packaged_weights_path("efficientnet_lite0"), key_map="order")
+    if strategy == "frozen":
+        for p in model.parameters():
+            p.requires_grad = False
+    model.classifier = nn.Linear(model.classifier.in_features, 2)
+    params = model.classifier.parameters() if strategy == "frozen" else model.parameters()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(params, lr=0.001, momentum=0.9)
+    scheduler = lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.1)
+
+    best_acc, best_wts, curve = 0.0, copy.deepcopy(model.state_dict()), []
+    for _epoch in range(epochs):
+        for phase in ["train", "val"]:
+            model.train() if phase == "train" else model.eval()
+            running_corrects = 0
+            for inputs, labels in loaders[phase]:
+                optimizer.zero_grad()
+                with torch.set_grad_enabled(phase == "train"):
+                    outputs = model(inputs)
+                    loss = criterion(outputs, labels)
+                    if phase == "train":
+                        loss.backward()
+                        optimizer.step()
+                running_corrects += int((outputs.argmax(1) == labels).sum())
+            if phase == "train":
+                scheduler.step()
+            else:
+                acc = running_corrects / sizes["val"]
+                curve.append((time.perf_counter() - start, acc))
+                if acc > best_acc:
+                    best_acc, best_wts = acc, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_wts)
+    wall = time.perf_counter() - start
+    return {"wall_s": wall, "curve": curve, "best_acc": best_acc,
+            "images_per_s": epochs * sizes["train"] / wall, "peak_mb": _peak_rss_mb()}
+
+
+def transferlab_run(data: str, strategy: str, epochs: int, workdir: str, extra: list[str]) -> dict:
+    """transferlab through its Python API, exactly as `python train.py ...` would compose it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from transferlab.train import train
+
+    overrides = [f"paths.root_dir={workdir}", f"paths.output_dir={workdir}/run", "dataset=hymenoptera",
+                 f"dataset.root={data}", "backbone=efficientnet_lite0", f"strategy={strategy}",
+                 f"trainer.max_epochs={epochs}", "callbacks.early_stopping=null", "trainer.enable_progress_bar=false",
+                 *extra]
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    start_wall = time.time()
+    start = time.perf_counter()
+    summary = train(cfg)
+    wall = time.perf_counter() - start
+    acc = EventAccumulator(str(Path(workdir) / "run" / "tensorboard"))
+    acc.Reload()
+    curve = [(e.wall_time - start_wall, e.value) for e in acc.Scalars("val/acc")]
+    return {"wall_s": wall, "curve": curve, "best_acc": summary["val/acc_best"],
+            "images_per_s": epochs * _train_count(data) / wall, "peak_mb": _peak_rss_mb()}
+
+
+def _train_count(data: str) -> int:
+    from torchvision import datasets
+
+    return len(datasets.ImageFolder(os.path.join(data, "train")))
+
+
+def _time_to(curve: list, threshold: float) -> float | None:
+    return next((t for t, acc in curve if acc >= threshold), None)
+
+
+def _fmt_s(x: float | None) -> str:
+    return "not reached" if x is None else f"{x:.1f}"
+
+
+def _ratio(b, a) -> str:
+    return "n/a" if a in (None, 0) or b is None else f"{b / a:.3f}"
+
+
+def table(results: dict, epochs: dict) -> str:
+    lines = []
+    for strategy, runs in results.items():
+        a, b = runs["tutorial"], runs["transferlab"]
+        lines += [f"### {strategy} ({epochs[strategy]} epochs)", "",
+                  "| metric | (a) tutorial loop | (b) transferlab | (b)/(a) |", "| --- | ---: | ---: | ---: |",
+                  f"| wall time for {epochs[strategy]} epochs (s) | {a['wall_s']:.1f} | {b['wall_s']:.1f} "
+                  f"| {_ratio(b['wall_s'], a['wall_s'])} |"]
+        for th in THRESHOLDS:
+            ta, tb = _time_to(a["curve"], th), _time_to(b["curve"], th)
+            lines.append(f"| time to val acc {th:.2f} (s) | {_fmt_s(ta)} | {_fmt_s(tb)} | {_ratio(tb, ta)} |")
+        lines += [f"| best val acc | {a['best_acc']:.4f} | {b['best_acc']:.4f} | {_ratio(b['best_acc'], a['best_acc'])} |",
+                  f"| training images / s | {a['images_per_s']:.1f} | {b['images_per_s']:.1f} "
+                  f"| {_ratio(b['images_per_s'], a['images_per_s'])} |",
+                  f"| peak memory (MB) | {a['peak_mb']:.0f} | {b['peak_mb']:.0f} | {_ratio(b['peak_mb'], a['peak_mb'])} |",
+                  ""]
+    return "\n".join(lines)
+
+
+def _worker(args) -> None:
+    """Run one (a) or (b) job in this process and print its result as JSON on the last line."""
+    import torch
+
+    torch.manual_seed(args.seed)
+    if args.worker == "tutorial":
+        result = tutorial_loop(args.data, args.strategy, args.epochs, args.tutorial_workers)
+    else:
+        result = transferlab_run(args.data, args.strategy, args.epochs, args.workdir, args.extra)
+    print("RESULT " + json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "hymenoptera_data"))
+    parser.add_argument("--strategies", default="frozen,finetune")
+    parser.add_argument("--epochs", type=int, default=25, help="epochs for frozen (tutorial: 25)")
+    parser.add_argument("--finetune-epochs", type=int, default=None, help="epochs for finetune (default --epochs)")
+    parser.add_argument("--tutorial-workers", type=int, default=4, help="the tutorial's num_workers")
+    parser.add_argument("--out", default=None, help="Markdown file (default bench/results/<timestamp>.md)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--finetune-extra", default="", help="extra transferlab overrides for finetune")
+    parser.add_argument("--worker", choices=["tutorial", "transferlab"], help=argparse.SUPPRESS)
+    parser.add_argument("--strategy", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        _worker(args)
+        return
+
+    data = str(Path(args.data).resolve())
+    stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    workroot = ROOT / "outputs" / "bench" / stamp
+    results, epochs = {}, {}
+    for strategy in args.strategies.split(","):
+        n = args.epochs if strategy == "frozen" else (args.finetune_epochs or args.epochs)
+        epochs[strategy] = n
+        extra = args.finetune_extra.split() if strategy == "finetune" else []
+        results[strategy] = {}
+        for kind in ("tutorial", "transferlab"):  # alternating (a), (b) per strategy
+            workdir = workroot / f"{strategy}-{kind}"
+            cmd = [sys.executable, __file__, "--worker", kind, "--strategy", strategy, "--data", data,
+                   "--epochs", str(n), "--workdir", str(workdir), "--seed", str(args.seed),
+                   "--tutorial-workers", str(args.tutorial_workers), "--", *extra]
+            print(f"[bench] {strategy}: {'(a) tutorial loop' if kind == 'tutorial' else '(b) transferlab'} ...",
+                  flush=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            line = next((ln for ln in proc.stdout.splitlines()[::-1] if ln.startswith("RESULT ")), None)
+            if proc.returncode != 0 or line is None:
+                sys.exit(f"{kind} {strategy} failed:\n{proc.stderr[-4000:]}")
+            results[strategy][kind] = json.loads(line[len("RESULT "):])
+            print(f"[bench]   best val acc {results[strategy][kind]['best_acc']:.4f} in "
+                  f"{results[strategy][kind]['wall_s']:.1f} s", flush=True)
+
+    header = (f"# tutorial loop vs transferlab ({stamp})\n\n"
+              f"`python bench/tutorial_vs_transferlab.py {' '.join(sys.argv[1:])}`  \n"
+              f"backbone efficientnet_lite0 (offline ImageNet weights), data `{args.data}`, "
+              f"{os.cpu_count()} CPU cores, torch threads per process: default.\n\n")
+    report = header + table(results, epochs)
+    print(report)
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"{stamp}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    (out.with_suffix(".json")).write_text(json.dumps({"epochs": epochs, "results": results}, indent=2))
+    print(f"[bench] wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
