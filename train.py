@@ -3,7 +3,10 @@
 import hydra
 from omegaconf import DictConfig
 
+from transferlab.config import register_resolvers
 from transferlab.sweep import run_job
+
+register_resolvers()  # before Hydra resolves paths (also the sweep dir, before any job runs)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -67,7 +67,7 @@ def test_strategies_that_train_the_backbone_never_use_the_cache(tmp_path, tiny_f
 def test_a_sweep_reuses_the_feature_cache_across_jobs(tmp_path, tiny_folder):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "-m", *shrink(tiny_folder, strategy="frozen"),
-         "optimizer.lr=0.01,0.02", f"paths.root_dir={tmp_path}", "logger=none"],
+         "optimizer.lr=0.01,0.02", "logger=none"],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

