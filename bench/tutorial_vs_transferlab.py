@@ -153,10 +153,12 @@ def table(results: dict, epochs: dict) -> str:
         for th in THRESHOLDS:
             ta, tb = _time_to(a["curve"], th), _time_to(b["curve"], th)
             lines.append(f"| time to val acc {th:.2f} (s) | {_fmt_s(ta)} | {_fmt_s(tb)} | {_ratio(tb, ta)} |")
-        lines += [f"| best val acc | {a['best_acc']:.4f} | {b['best_acc']:.4f} | {_ratio(b['best_acc'], a['best_acc'])} |",
+        lines += [f"| best val acc | {a['best_acc']:.4f} | {b['best_acc']:.4f} "
+                  f"| {_ratio(b['best_acc'], a['best_acc'])} |",
                   f"| training images / s | {a['images_per_s']:.1f} | {b['images_per_s']:.1f} "
                   f"| {_ratio(b['images_per_s'], a['images_per_s'])} |",
-                  f"| peak memory (MB) | {a['peak_mb']:.0f} | {b['peak_mb']:.0f} | {_ratio(b['peak_mb'], a['peak_mb'])} |",
+                  f"| peak memory (MB) | {a['peak_mb']:.0f} | {b['peak_mb']:.0f} "
+                  f"| {_ratio(b['peak_mb'], a['peak_mb'])} |",
                   ""]
     return "\n".join(lines)
 

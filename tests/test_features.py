@@ -77,7 +77,6 @@ def test_a_sweep_reuses_the_feature_cache_across_jobs(tmp_path, tiny_folder):
 
 
 def test_decoded_image_cache_feeds_the_same_pixels_as_decoding_every_time(tmp_path, tiny_folder):
-    import torch
 
     from transferlab.data.dataset import ImageSamples
     from transferlab.data.decoded import DecodedImages
