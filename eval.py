@@ -1,0 +1,19 @@
+"""Entry point: `python eval.py ckpt_path=<ckpt or run dir> [dataset=... dataset.root=...] [split=val]`.
+See README.md and conf/eval.yaml."""
+
+import hydra
+from omegaconf import DictConfig
+
+from transferlab.config import register_resolvers
+from transferlab.evaluate import run
+
+register_resolvers()  # before Hydra resolves paths (${launch_dir:}) and the run dir
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> float:
+    return run(cfg)["accuracy"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Entry point: `python export.py ckpt_path=<ckpt or run dir> format=onnx|torchscript|safetensors`.
+See README.md and conf/export.yaml."""
+
+import hydra
+from omegaconf import DictConfig
+
+from transferlab.config import register_resolvers
+from transferlab.export import run
+
+register_resolvers()  # before Hydra resolves paths (${launch_dir:}) and the run dir
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Entry point: `python predict.py ckpt_path=<ckpt or run dir> inputs=<file|folder|glob> [top_k=3]
+[output=preds.csv|.json]`. See README.md and conf/predict.yaml."""
+
+import hydra
+from omegaconf import DictConfig
+
+from transferlab.config import register_resolvers
+from transferlab.predict import run
+
+register_resolvers()  # before Hydra resolves paths (${launch_dir:}) and the run dir
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

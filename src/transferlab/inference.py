@@ -1,0 +1,298 @@
+"""Use a trained model: find its checkpoint, load it safely, and classify images in batches.
+
+Everything a prediction needs (class names, the validation transform) comes from the checkpoint itself, so
+this works without the training config. Files that cannot be decoded are reported and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from transferlab.data.images import load_rgb, to_rgb
+from transferlab.data.transforms import eval_transform
+from transferlab.models.backbones import InputSpec
+from transferlab.models.classifier import TransferClassifier
+
+log = logging.getLogger(__name__)
+
+SAFETENSORS_METADATA_KEY = "transferlab"  # JSON with what rebuilds the model (see transferlab.export)
+_BEST_NAME = re.compile(r"epoch(?P<epoch>\d+)-acc(?P<acc>[0-9.]+?)(?:-v\d+)?\.ckpt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be found or used; the message names the file and a way out."""
+
+
+# --- finding and loading checkpoints ---------------------------------------------------------------------
+def _best_in(ckpt_dir: Path) -> Path | None:
+    """The best checkpoint by the accuracy in its name (`epochNNN-accX.XXXX.ckpt`), latest epoch on ties."""
+    scored = []
+    for path in ckpt_dir.glob("epoch*-acc*.ckpt"):
+        m = _BEST_NAME.search(path.name)
+        if m:
+            scored.append((float(m["acc"].rstrip(".")), int(m["epoch"]), path))
+    return max(scored)[2] if scored else None
+
+
+def _from_summary(run_dir: Path, which: str) -> Path | None:
+    """The run's own record of its best/last checkpoint, found again if the run dir was moved."""
+    summary = run_dir / "summary.json"
+    if not summary.is_file():
+        return None
+    recorded = json.loads(summary.read_text()).get(f"{which}_checkpoint")
+    if not recorded:
+        return None
+    for candidate in (Path(recorded), run_dir / "checkpoints" / Path(recorded).name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve_checkpoint_path(spec: str | os.PathLike) -> Path:
+    """A `.ckpt`/`.safetensors` file, or a run directory: `<run>` / `<run>:best` (best) or `<run>:last`."""
+    text = os.path.expanduser(os.fspath(spec))
+    which = "best"
+    if not os.path.exists(text):
+        base, sep, suffix = text.rpartition(":")
+        if sep and suffix in ("best", "last") and base:
+            text, which = base, suffix
+            if os.path.isfile(text):
+                raise CheckpointError(f"ckpt_path={spec!r}: ':{which}' applies to a run directory, not a file.")
+    path = Path(text)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointError(
+            f"ckpt_path={spec!r} does not exist. Pass a .ckpt file, or a run directory such as "
+            "outputs/runs/<date>/<time> (its best checkpoint; add ':last' for the last one)."
+        )
+    ckpt_dir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    found = _from_summary(path, which)
+    if found is None:
+        found = _best_in(ckpt_dir) if which == "best" else (ckpt_dir / "last.ckpt")
+    if found is None or not found.is_file():
+        present = sorted(p.name for p in ckpt_dir.glob("*.ckpt"))
+        other = "last" if which == "best" else "best"
+        raise CheckpointError(
+            f"ckpt_path={spec!r}: no {which} checkpoint in {ckpt_dir} (found: {present or 'no .ckpt files'}). "
+            f"Pass one of those files, or '{path}:{other}'."
+        )
+    return found
+
+
+def _load_safetensors(path: Path) -> TransferClassifier:
+    from safetensors import safe_open
+    from safetensors.torch import load_model
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = (f.metadata() or {}).get(SAFETENSORS_METADATA_KEY)
+    if meta is None:
+        raise CheckpointError(
+            f"{path}: a safetensors file without transferlab metadata; only files written by "
+            "`python export.py format=safetensors` can be rebuilt into a model."
+        )
+    hparams = json.loads(meta)["hyper_parameters"]
+    hparams["backbone"] = {**hparams["backbone"], "weights": None}
+    model = TransferClassifier(**hparams)
+    load_model(model, str(path), strict=True, device="cpu")
+    return model.eval()
+
+
+def load_model(path: str | os.PathLike) -> TransferClassifier:
+    """Rebuild the trained model from a checkpoint (`weights_only=True`) or an exported `.safetensors` file.
+
+    A checkpoint that would need arbitrary unpickling is refused, never loaded silently."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
+    if not zipfile.is_zipfile(path):  # every torch.save since PyTorch 1.6 is a zip archive
+        raise CheckpointError(f"{path}: unreadable checkpoint (not a PyTorch zip archive: truncated, or not a "
+                              ".ckpt file). Pass a checkpoint written by `python train.py`.")
+    try:
+        return TransferClassifier.load(str(path), map_location="cpu")
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused to load. It holds Python objects that only full unpickling could restore, and "
+            f"unpickling runs arbitrary code. Only load checkpoints written by transferlab (weights_only).\n{e}"
+        ) from e
+    except KeyError as e:
+        if e.args and e.args[0] in ("hyper_parameters", "state_dict", "class_names", "input_spec"):
+            raise CheckpointError(
+                f"{path}: not a transferlab checkpoint (no {e.args[0]!r}); train one with `python train.py`."
+            ) from e
+        raise
+    except RuntimeError as e:
+        if "PytorchStreamReader" in str(e):
+            raise CheckpointError(f"{path}: unreadable checkpoint (truncated or corrupt): {e}") from e
+        raise
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# --- predictions ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Prediction:
+    """The model's answer for one image: the top class, its probability and the top-k list."""
+
+    source: str
+    label: str
+    prob: float
+    index: int
+    top_k: list[tuple[str, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.source, "label": self.label, "prob": self.prob,
+                "top_k": [{"label": lbl, "prob": p} for lbl, p in self.top_k]}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An input that could not be classified, and why."""
+
+    source: str
+    error: str
+
+
+class Predictions(list):
+    """A list of `Prediction` (in input order, bad inputs left out) with the bad inputs in `.skipped`."""
+
+    def __init__(self, items: Iterable[Prediction] = (), skipped: Sequence[Skipped] = ()) -> None:
+        super().__init__(items)
+        self.skipped: list[Skipped] = list(skipped)
+
+
+@dataclass
+class Probabilities:
+    """Softmax outputs for the inputs that could be read: `probs[j]` belongs to `inputs[kept[j]]`."""
+
+    probs: torch.Tensor
+    kept: list[int]
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def _source_name(item: Any, index: int) -> str:
+    if isinstance(item, str | os.PathLike):
+        return os.fspath(item)
+    return getattr(item, "filename", "") or f"<image {index}>"
+
+
+class _Inputs(Dataset):
+    """Paths or PIL images -> (index, tensor or None, error or None); a bad input never raises."""
+
+    def __init__(self, items: Sequence[Any], transform) -> None:
+        self.items = items
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        item = self.items[index]
+        try:
+            image = load_rgb(os.fspath(item)) if isinstance(item, str | os.PathLike) else to_rgb(item)
+            return index, self.transform(image), None
+        except Exception as e:  # decoding, truncated files, degenerate sizes: report and go on
+            message = str(e) if isinstance(e, OSError) and _source_name(item, index) in str(e) else (
+                f"Cannot read image {_source_name(item, index)}: {type(e).__name__}: {e}")
+            return index, None, message
+
+
+def _collate(batch):
+    good = [(i, t) for i, t, err in batch if err is None]
+    bad = [(i, err) for i, t, err in batch if err is not None]
+    images = torch.stack([t for _, t in good]) if good else None
+    return [i for i, _ in good], images, bad
+
+
+class Classifier:
+    """A trained model ready for inference: `predict(paths | PIL images)` with the checkpoint's transform."""
+
+    def __init__(self, model: TransferClassifier, device: str | torch.device = "auto",
+                 checkpoint: str | os.PathLike | None = None) -> None:
+        self.device = pick_device(device)
+        self.model = model.eval().to(self.device)
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.transform = eval_transform(model.input_spec)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.model.class_names)
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.model.input_spec
+
+    def __repr__(self) -> str:
+        return (f"Classifier({self.checkpoint or 'in-memory model'}, classes={self.class_names}, "
+                f"input={self.input_spec.image_size}px, device={self.device})")
+
+    def probabilities(self, inputs: Sequence[Any], batch_size: int = 32, num_workers: int = 0,
+                      progress: bool = False, desc: str = "predict") -> Probabilities:
+        """Batched softmax over `inputs` (paths or PIL images); unreadable inputs are reported, not raised."""
+        items = list(inputs)
+        for i, item in enumerate(items):
+            if not isinstance(item, str | os.PathLike | Image.Image):
+                raise TypeError(f"inputs[{i}] is a {type(item).__name__}; pass file paths or PIL images.")
+        loader = DataLoader(_Inputs(items, self.transform), batch_size=batch_size, num_workers=num_workers,
+                            collate_fn=_collate, shuffle=False)
+        chunks, kept, skipped = [], [], []
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with torch.inference_mode(), logging_redirect_tqdm(), tqdm(
+            total=len(items), unit="img", disable=not progress, desc=desc
+        ) as bar:
+            for indices, images, bad in loader:
+                for i, err in bad:
+                    log.warning("%s (skipped)", err)
+                    skipped.append(Skipped(_source_name(items[i], i), err))
+                if images is not None:
+                    logits = self.model(images.to(self.device, non_blocking=True))
+                    chunks.append(logits.float().softmax(dim=-1).cpu())
+                    kept.extend(indices)
+                bar.update(len(indices) + len(bad))
+        probs = torch.cat(chunks) if chunks else torch.empty(0, len(self.class_names))
+        return Probabilities(probs, kept, skipped)
+
+    def predict(self, inputs: Any, top_k: int = 3, batch_size: int = 32, num_workers: int = 0,
+                progress: bool = False) -> Predictions:
+        """Classify one or many images (paths or PIL images). Returns `Predictions` in input order, with
+        unreadable inputs left out and listed in `.skipped`."""
+        if isinstance(inputs, str | os.PathLike | Image.Image):
+            inputs = [inputs]
+        items = list(inputs)
+        out = self.probabilities(items, batch_size=batch_size, num_workers=num_workers, progress=progress)
+        k = max(1, min(int(top_k), len(self.class_names)))
+        names = self.class_names
+        preds = []
+        if len(out.kept):
+            top_p, top_i = out.probs.topk(k, dim=-1)
+            for row, i in enumerate(out.kept):
+                pairs = [(names[c], float(p)) for p, c in zip(top_p[row].tolist(), top_i[row].tolist(), strict=True)]
+                preds.append(Prediction(_source_name(items[i], i), pairs[0][0], pairs[0][1], int(top_i[row, 0]),
+                                        pairs))
+        return Predictions(preds, out.skipped)
+
+
+def load_classifier(path: str | os.PathLike, device: str | torch.device = "auto") -> Classifier:
+    """Load a trained classifier from a checkpoint file, a run directory (`<run>`, `<run>:last`) or an
+    exported `.safetensors` file. No training config and no download needed."""
+    resolved = resolve_checkpoint_path(path)
+    return Classifier(load_model(resolved), device=device, checkpoint=resolved)
