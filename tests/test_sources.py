@@ -1,0 +1,79 @@
+"""Dataset sources: the hymenoptera download is verified and extracted safely; digits are written once."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+
+import pytest
+
+from tests.conftest import make_folder
+from transferlab.data import sources
+
+
+def _zip_of(folder, archive, extra_member=None):
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, f"hymenoptera_data/{path.relative_to(folder).as_posix()}")
+        if extra_member:
+            zf.writestr(extra_member, b"x")
+    return archive
+
+
+@pytest.fixture
+def fake_download(monkeypatch):
+    """download_url that 'downloads' a local zip, as torchvision's would, without any network."""
+    served = {}
+
+    def download_url(url, root, filename=None, **kwargs):
+        shutil.copy(served["zip"], f"{root}/{filename}")
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_url", download_url)
+    return served
+
+
+def test_download_is_verified_by_tree_digest_and_moved_into_place(tmp_path, fake_download):
+    upstream = make_folder(tmp_path / "upstream", {"train": {"ants": 2, "bees": 2}, "val": {"ants": 1, "bees": 1}})
+    fake_download["zip"] = _zip_of(upstream, tmp_path / "a.zip")
+    target = tmp_path / "data" / "hymenoptera_data"
+    sources.download_hymenoptera(target, "https://example.invalid/h.zip", sha256=sources.tree_digest(upstream))
+    assert sorted(p.name for p in (target / "train").iterdir()) == ["ants", "bees"]
+    assert sources.tree_digest(target) == sources.tree_digest(upstream)
+
+
+def test_a_download_with_other_content_is_refused_and_nothing_is_left(tmp_path, fake_download):
+    upstream = make_folder(tmp_path / "upstream", {"train": {"ants": 2, "bees": 2}})
+    fake_download["zip"] = _zip_of(upstream, tmp_path / "a.zip")
+    target = tmp_path / "data" / "hymenoptera_data"
+    with pytest.raises(RuntimeError, match="does not match the expected content"):
+        sources.download_hymenoptera(target, "https://example.invalid/h.zip", sha256="0" * 64)
+    assert not target.exists()
+
+
+def test_archive_members_escaping_the_target_are_refused(tmp_path):
+    upstream = make_folder(tmp_path / "upstream", {"train": {"ants": 1}})
+    archive = _zip_of(upstream, tmp_path / "evil.zip", extra_member="../../escaped.txt")
+    with pytest.raises(RuntimeError, match="escapes"):
+        sources.safe_extract_zip(archive, tmp_path / "out")
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_offline_download_says_where_to_put_the_data(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_url", offline)
+    with pytest.raises(RuntimeError, match="dataset.root=../shared/datasets/hymenoptera_data"):
+        sources.download_hymenoptera(tmp_path / "h", "https://example.invalid/h.zip")
+
+
+def test_digits_are_written_once_as_an_image_folder(tmp_path):
+    root = tmp_path / "digits"
+    sources.write_digits(root, image_size=16)
+    files = sorted(root.rglob("*.png"))
+    assert len(files) == 1797 and {p.parent.parent.name for p in files} == {"train", "val"}
+    assert sorted(p.name for p in (root / "val").iterdir()) == [str(d) for d in range(10)]
+    stamp = files[0].stat().st_mtime_ns
+    sources.write_digits(root, image_size=16)
+    assert files[0].stat().st_mtime_ns == stamp
