@@ -92,6 +92,11 @@ class DatasetReport:
     seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
     splits: FolderSplits | None = None  # readable samples with the train mapping; None when layout is broken
+
+    def add(self, kind: str, severity: str, message: str, items: list) -> None:
+        """Record a finding, only when it has files to name."""
+        if items:
+            self.findings.append(Finding(kind, severity, message, items))
     bad_files: list[str] = field(default_factory=list)  # absolute paths of unreadable / over-size files
     entries: list[Entry] = field(default_factory=list, repr=False)
     facts: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
@@ -448,14 +453,12 @@ def _bad_files(report: DatasetReport, paths: Sequence[str], max_pixels: int) -> 
         else:
             continue
         bad.append(p)
-    if unreadable:
-        report.findings.append(Finding("unreadable", "error",
+    report.add("unreadable", "error",
                                        f"{len(unreadable)} file(s) cannot be decoded (truncated, corrupt, empty or "
-                                       "not an image).", unreadable))
-    if too_large:
-        report.findings.append(Finding("too_large", "error",
+               "not an image).", unreadable)
+    report.add("too_large", "error",
                                        f"{len(too_large)} image(s) above the pixel cap; decoding them could exhaust "
-                                       "memory (PIL's decompression-bomb guard).", too_large))
+               "memory (PIL's decompression-bomb guard).", too_large)
     report.bad_files = bad
 
 
@@ -516,18 +519,15 @@ def _duplicates_and_leaks(report: DatasetReport) -> None:
         for m in members:
             if m.split == "val" and train:
                 leak.append(Item(report.rel(m.path), f"also in train: {', '.join(report.rel(t.path) for t in train)}"))
-    if conflict:
-        report.findings.append(Finding("conflicting_labels", "warning",
+    report.add("conflicting_labels", "warning",
                                        f"{len(conflict)} image(s) stored under more than one class of a split; "
-                                       "they teach contradictory labels.", conflict))
-    if dup:
-        report.findings.append(Finding("duplicate", "warning",
+               "they teach contradictory labels.", conflict)
+    report.add("duplicate", "warning",
                                        f"{len(dup)} image(s) duplicated within a split (identical bytes); they "
-                                       "count twice.", dup))
-    if leak:
-        report.findings.append(Finding("leak", "warning",
+               "count twice.", dup)
+    report.add("leak", "warning",
                                        f"{len(leak)} val image(s) also in train (identical bytes); validation "
-                                       "accuracy is optimistic. Remove them from one split.", leak))
+               "accuracy is optimistic. Remove them from one split.", leak)
 
 
 def _imbalance(report: DatasetReport, ratio: float) -> None:
@@ -539,10 +539,9 @@ def _imbalance(report: DatasetReport, ratio: float) -> None:
             if sizes[big] >= ratio * sizes[small]:
                 items.append(Item(split, f"{big}: {sizes[big]} vs {small}: {sizes[small]} "
                                          f"({sizes[big] / sizes[small]:.1f}x)"))
-    if items:
-        report.findings.append(Finding("imbalance", "warning",
+    report.add("imbalance", "warning",
                                        f"classes differ in size by {ratio:g}x or more; accuracy can hide a "
-                                       "neglected class (consider class weights or more data).", items))
+               "neglected class (consider class weights or more data).", items)
 
 
 def _suspicious(report: DatasetReport) -> None:
