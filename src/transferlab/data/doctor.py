@@ -92,14 +92,14 @@ class DatasetReport:
     seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
     splits: FolderSplits | None = None  # readable samples with the train mapping; None when layout is broken
+    bad_files: list[str] = field(default_factory=list)  # absolute paths of unreadable / over-size files
+    entries: list[Entry] = field(default_factory=list, repr=False)
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def add(self, kind: str, severity: str, message: str, items: list) -> None:
         """Record a finding, only when it has files to name."""
         if items:
             self.findings.append(Finding(kind, severity, message, items))
-    bad_files: list[str] = field(default_factory=list)  # absolute paths of unreadable / over-size files
-    entries: list[Entry] = field(default_factory=list, repr=False)
-    facts: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     # --- views -------------------------------------------------------------------------------------
     def of(self, severity: str) -> list[Finding]:
@@ -404,8 +404,8 @@ def diagnose(
     if found.layout == "split" and not 0.0 < val_fraction < 1.0:
         report.layout = "invalid"
         report.findings.append(Finding("bad_val_fraction", "error",
-                                       f"{root} has no val/ folder and dataset.val_fraction={val_fraction}; "
-                                       "use 0 < val_fraction < 1."))
+               f"{root} has no val/ folder and dataset.val_fraction={val_fraction}; "
+               "use 0 < val_fraction < 1."))
     listings = [x for x in (found.train, found.val) if x is not None]
     _ignored(report, listings)
 
@@ -436,7 +436,7 @@ def _ignored(report: DatasetReport, listings: Iterable[SplitListing]) -> None:
                                        [Item(report.rel(p), k) for p, k in files]))
     if dirs:
         report.findings.append(Finding("ignored_dirs", "note",
-                                       f"{len(dirs)} hidden or tool folder(s) ignored; they are never classes.",
+               f"{len(dirs)} hidden or tool folder(s) ignored; they are never classes.",
                                        [Item(report.rel(d)) for d in dirs]))
 
 
@@ -454,10 +454,10 @@ def _bad_files(report: DatasetReport, paths: Sequence[str], max_pixels: int) -> 
             continue
         bad.append(p)
     report.add("unreadable", "error",
-                                       f"{len(unreadable)} file(s) cannot be decoded (truncated, corrupt, empty or "
+               f"{len(unreadable)} file(s) cannot be decoded (truncated, corrupt, empty or "
                "not an image).", unreadable)
     report.add("too_large", "error",
-                                       f"{len(too_large)} image(s) above the pixel cap; decoding them could exhaust "
+               f"{len(too_large)} image(s) above the pixel cap; decoding them could exhaust "
                "memory (PIL's decompression-bomb guard).", too_large)
     report.bad_files = bad
 
@@ -485,7 +485,7 @@ def _unreadable_classes(report: DatasetReport, found: Survey) -> None:
     dead = [c for c, files in found.train.classes.items() if files and all(p in bad for p in files)]
     if dead:
         report.findings.append(Finding("no_readable_images", "error",
-                                       f"class folder(s) {dead} hold no readable image; fix or remove them.",
+               f"class folder(s) {dead} hold no readable image; fix or remove them.",
                                        [Item(report.rel(str(found.train.path / c))) for c in dead]))
         report.splits = None
 
@@ -520,13 +520,13 @@ def _duplicates_and_leaks(report: DatasetReport) -> None:
             if m.split == "val" and train:
                 leak.append(Item(report.rel(m.path), f"also in train: {', '.join(report.rel(t.path) for t in train)}"))
     report.add("conflicting_labels", "warning",
-                                       f"{len(conflict)} image(s) stored under more than one class of a split; "
+               f"{len(conflict)} image(s) stored under more than one class of a split; "
                "they teach contradictory labels.", conflict)
     report.add("duplicate", "warning",
-                                       f"{len(dup)} image(s) duplicated within a split (identical bytes); they "
+               f"{len(dup)} image(s) duplicated within a split (identical bytes); they "
                "count twice.", dup)
     report.add("leak", "warning",
-                                       f"{len(leak)} val image(s) also in train (identical bytes); validation "
+               f"{len(leak)} val image(s) also in train (identical bytes); validation "
                "accuracy is optimistic. Remove them from one split.", leak)
 
 
@@ -540,7 +540,7 @@ def _imbalance(report: DatasetReport, ratio: float) -> None:
                 items.append(Item(split, f"{big}: {sizes[big]} vs {small}: {sizes[small]} "
                                          f"({sizes[big] / sizes[small]:.1f}x)"))
     report.add("imbalance", "warning",
-                                       f"classes differ in size by {ratio:g}x or more; accuracy can hide a "
+               f"classes differ in size by {ratio:g}x or more; accuracy can hide a "
                "neglected class (consider class weights or more data).", items)
 
 
@@ -567,7 +567,7 @@ def _suspicious(report: DatasetReport) -> None:
             items.append(Item(report.rel(e.path), "; ".join(reasons)))
     if items:
         report.findings.append(Finding("suspicious", "warning",
-                                       f"{len(items)} image(s) look unlike the rest; check they belong here.", items))
+               f"{len(items)} image(s) look unlike the rest; check they belong here.", items))
 
 
 def _colour_notes(report: DatasetReport) -> None:
