@@ -7,6 +7,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 
 from tests.conftest import ROOT, compose_config, shrink
 from transferlab.train import train
@@ -64,16 +67,20 @@ def test_strategies_that_train_the_backbone_never_use_the_cache(tmp_path, tiny_f
     assert _cache_files(tmp_path) == []
 
 
-def test_a_sweep_reuses_the_feature_cache_across_jobs(tmp_path, tiny_folder):
+def test_a_sweep_of_two_strategies_by_two_configs_reuses_the_caches_across_jobs(tmp_path, tiny_folder):
+    """The issue's target: frozen,finetune x two heads. Both frozen jobs share one feature extraction; with
+    cache_images=disk both finetune jobs share one decoding."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "-m", *shrink(tiny_folder, strategy="frozen"),
-         "optimizer.lr=0.01,0.02", "logger=none"],
+        [sys.executable, str(ROOT / "train.py"), "-m", *shrink(tiny_folder), "strategy=frozen,finetune",
+         "head=linear,mlp", "dataset.cache_images=disk", "logger=none"],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((tmp_path / "outputs" / "cache" / "features").glob("*.pt"))) == 1
+    assert len(list((tmp_path / "outputs" / "cache" / "images").glob("*.pt"))) == 2  # train and val
     logs = "".join(p.read_text() for p in (tmp_path / "outputs" / "multiruns").rglob("*.log"))
     assert logs.count("Cached features in") == 1 and logs.count("Loaded cached features") == 1
+    assert logs.count("Cached decoded images in") == 2 and logs.count("Memory-mapped") == 2
 
 
 def test_decoded_image_cache_feeds_the_same_pixels_as_decoding_every_time(tmp_path, tiny_folder):
@@ -98,3 +105,42 @@ def test_decoded_image_cache_feeds_the_same_pixels_as_decoding_every_time(tmp_pa
 def test_cache_images_trains(tmp_path, tiny_folder):
     summary = train(compose_config(tmp_path, shrink(tiny_folder, **{"dataset.cache_images": "true"})))
     assert summary["val/acc_best"] is not None
+
+
+def test_disk_image_cache_is_reused_and_follows_file_changes(tmp_path, tiny_folder):
+    """cache_images=disk: one file per image set, memory-mapped next time with the same pixels; a changed
+    file makes a new entry instead of serving stale pixels."""
+    from transferlab.data.decoded import DecodedImages
+    from transferlab.data.folders import scan_folder
+
+    samples = scan_folder(tiny_folder).train
+    cache = tmp_path / "cache"
+    first = DecodedImages(samples, None, short_side=20, cache_dir=cache)
+    assert not first.cache_hit and first.cache_path.is_file()
+    second = DecodedImages(samples, None, short_side=20, cache_dir=cache)
+    assert second.cache_hit and second.cache_path == first.cache_path
+    for (a, la), (b, lb) in zip(first, second, strict=True):
+        assert la == lb and torch.equal(a, b)
+
+    changed = samples[0].path
+    os.utime(changed, ns=(0, os.stat(changed).st_mtime_ns + 10**9))
+    third = DecodedImages(samples, None, short_side=20, cache_dir=cache)
+    assert not third.cache_hit and third.cache_path != first.cache_path
+    assert len(list((cache / "images").glob("*.pt"))) == 2
+
+
+def test_cache_images_disk_trains_and_a_second_run_skips_decoding(tmp_path, tiny_folder, caplog):
+    import logging
+
+    overrides = shrink(tiny_folder, **{"dataset.cache_images": "disk"})
+    train(compose_config(tmp_path, overrides))
+    with caplog.at_level(logging.INFO, logger="transferlab.data.decoded"):
+        summary = train(compose_config(tmp_path, overrides))
+    assert summary["val/acc_best"] is not None
+    assert caplog.text.count("Memory-mapped") == 2 and "Decoded" not in caplog.text  # train and val sets
+
+
+def test_cache_images_rejects_unknown_values(tmp_path, tiny_folder):
+    cfg = compose_config(tmp_path, shrink(tiny_folder, **{"dataset.cache_images": "ssd"}))
+    with pytest.raises(InstantiationException, match=r"dataset.cache_images='ssd'.*memory.*disk"):
+        instantiate(cfg.dataset)

@@ -27,13 +27,21 @@ class RunSummary(L.Callback):
         self.best_epoch = -1
         self.start = time.perf_counter()  # the run's clock: includes data preparation and feature caching
         self.train_images = 0
+        self.train_phase_s = 0.0  # time in training batches, data loading included, validation excluded
+        self._tick = 0.0
         self.summary: dict[str, Any] = {}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._tick = time.perf_counter()
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        self.train_phase_s += now - self._tick  # since the previous batch ended: loading + step
+        self._tick = now
         self.train_images += len(batch[-1])
         if self.stop_on_nonfinite_loss:
             loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
@@ -78,6 +86,9 @@ class RunSummary(L.Callback):
             "wall_time_s": round(wall, 2),
             # counted on this rank; every rank trains on as many images (DistributedSampler)
             "train_images_per_s": round(self.train_images * trainer.world_size / wall, 1) if wall > 0 else None,
+            "train_phase_s": round(self.train_phase_s, 2),  # training batches only (no validation, no setup)
+            "train_phase_images_per_s": (round(self.train_images * trainer.world_size / self.train_phase_s, 1)
+                                         if self.train_phase_s > 0 else None),
             "trainable_params": trainable,
             "total_params": total,
             "classes": list(pl_module.class_names),

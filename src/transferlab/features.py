@@ -9,11 +9,8 @@ still sees augmentation; validation features always use the deterministic eval t
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,19 +20,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from transferlab.cache_files import atomic_save, digest, file_identity
 from transferlab.data.dataset import ImageSamples
 from transferlab.data.folders import Sample
 from transferlab.data.transforms import eval_transform, train_transform
 
 log = logging.getLogger(__name__)
-
-
-def _file_identity(samples: Sequence[Sample]) -> list[tuple[str, int, int, int]]:
-    out = []
-    for s in samples:
-        st = os.stat(s.path)
-        out.append((s.path, st.st_size, st.st_mtime_ns, s.label))
-    return out
 
 
 def _weights_identity(weights: Any) -> Any:
@@ -56,10 +46,10 @@ def cache_key(backbone_cfg: dict, input_spec: dict, augment: dict, train: Sequen
         "augment": augment if views > 0 else None,
         "views": views,
         "seed": seed if views > 0 else None,
-        "train": _file_identity(train),
-        "val": _file_identity(val),
+        "train": file_identity(train),
+        "val": file_identity(val),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return digest(payload)
 
 
 @torch.no_grad()
@@ -74,18 +64,6 @@ def extract(backbone: torch.nn.Module, dataset: Dataset, batch_size: int, num_wo
         chunks.append(backbone(images.to(device)).float().cpu())
     backbone.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0)
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)  # readers see the old file or the complete new one, never a partial one
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class _ViewDataset(Dataset):
@@ -136,7 +114,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
             log.info("Loaded cached features %s", self.cache_path)
         else:
             data = self._compute(splits, spec)
-            _atomic_save(data, self.cache_path)
+            atomic_save(data, self.cache_path)
             log.info("Cached features in %s", self.cache_path)
         self.train_features, self.train_labels = data["train"], data["train_labels"]
         self.val_features, self.val_labels = data["val"], data["val_labels"]

@@ -7,6 +7,7 @@ import warnings
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
@@ -59,6 +60,15 @@ def cached_features(cfg: DictConfig, model: TransferClassifier, datamodule, trai
     return data
 
 
+def speed_up(model: TransferClassifier, channels_last: bool, compile_backbone: bool) -> None:
+    """Apply the speed switches to a model that trains on images (not on cached features)."""
+    if channels_last:
+        model.backbone.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    if compile_backbone:
+        model.backbone.compile()  # in place: parameter names, hence checkpoints, stay as they were
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job and return its summary (val/acc_best, checkpoints, timings...)."""
     OmegaConf.resolve(cfg)  # fail now, naming the key, rather than mid-training
@@ -85,6 +95,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     fit_data = datamodule
     if model.strategy.cache_features:
         fit_data = cached_features(cfg, model, datamodule, trainer)
+    if not model.features_input:
+        speed_up(model, channels_last=cfg.get("channels_last", False), compile_backbone=cfg.get("compile", False))
     try:
         trainer.fit(model, datamodule=fit_data, ckpt_path=resolve_checkpoint(cfg.get("ckpt_path")))
     finally:

@@ -21,6 +21,8 @@ from transferlab.models.backbones import InputSpec
 
 log = logging.getLogger(__name__)
 
+CACHE_IMAGES = [False, "memory", "disk"]  # dataset.cache_images (true = memory)
+
 
 def default_num_workers() -> int:
     """One worker per spare core, at most 8; none on a machine of 2 cores or fewer.
@@ -62,11 +64,16 @@ class FolderDataModule(L.LightningDataModule):
         on_bad_file: str = "skip",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         cache_dir: str | None = None,
-        cache_images: bool = False,
+        cache_images: bool | str = False,
     ) -> None:
         super().__init__()
         if on_bad_file not in ON_BAD_FILE:
             raise ValueError(f"dataset.on_bad_file={on_bad_file!r}; use one of {list(ON_BAD_FILE)}.")
+        cache_images = "memory" if cache_images is True else cache_images
+        if cache_images not in CACHE_IMAGES:
+            raise ValueError(f"dataset.cache_images={cache_images!r}; use one of {CACHE_IMAGES}.")
+        if cache_images == "disk" and not cache_dir:
+            raise ValueError("dataset.cache_images=disk needs dataset.cache_dir (where to write the decoded file).")
         self.root = os.path.abspath(os.path.expanduser(root))
         self.name = name
         self.batch_size = batch_size
@@ -154,9 +161,10 @@ class FolderDataModule(L.LightningDataModule):
         train_tf, val_tf = train_transform(self.input_spec, **self.augment), eval_transform(self.input_spec)
         if self.cache_images:
             if getattr(self, "_decoded_for", None) != self.input_spec:
-                short = self.input_spec.resize_size
-                self.train_set = DecodedImages(splits.train, train_tf, short, max_pixels=self.max_pixels)
-                self.val_set = DecodedImages(splits.val, val_tf, short, max_pixels=self.max_pixels)
+                decoded = {"short_side": self.input_spec.resize_size, "max_pixels": self.max_pixels,
+                           "cache_dir": self.cache_dir if self.cache_images == "disk" else None}
+                self.train_set = DecodedImages(splits.train, train_tf, **decoded)
+                self.val_set = DecodedImages(splits.val, val_tf, **decoded)
                 self._decoded_for = self.input_spec
             return
         policy = {"on_bad_file": self.on_bad_file, "max_pixels": self.max_pixels}

@@ -20,11 +20,16 @@ def train_transform(
     scale: Sequence[float] = (0.08, 1.0),
     ratio: Sequence[float] = (3 / 4, 4 / 3),
     hflip: bool = True,
+    train_size: int | None = None,
 ) -> T.Compose:
-    """RandomResizedCrop + optional horizontal flip, then normalise (the tutorial's recipe)."""
+    """RandomResizedCrop + optional horizontal flip, then normalise (the tutorial's recipe).
+
+    `train_size` crops training images smaller than the eval size (FixRes: random crops enlarge objects, so a
+    lower train resolution matches their apparent size at test time, and costs (train_size/size)^2 compute).
+    """
     steps = [
         T.ToImage(),
-        T.RandomResizedCrop(spec.image_size, scale=tuple(scale), ratio=tuple(ratio),
+        T.RandomResizedCrop(train_size or spec.image_size, scale=tuple(scale), ratio=tuple(ratio),
                             interpolation=_interp(spec.interpolation), antialias=True),
     ]
     if hflip:

@@ -52,6 +52,7 @@ class TransferClassifier(L.LightningModule):
 
         self.backbone = built.module
         self.features_input = False  # set by the training task when batches are cached backbone features
+        self.channels_last = False  # set by the training task (cfg.channels_last): NHWC image batches
         self.head = instantiate(head, _convert_="all")(built.num_features, len(class_names))
         self.strategy = strategy_obj
         self.train_rules = self.strategy.apply(self, built.stages, epoch=0)
@@ -69,6 +70,8 @@ class TransferClassifier(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.features_input:
             return self.head(images)
+        if self.channels_last:  # the training task converted the backbone; batches follow (a no-op if NHWC)
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.head(self.backbone(images))
 
     def train(self, mode: bool = True) -> TransferClassifier:
