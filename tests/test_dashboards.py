@@ -141,3 +141,20 @@ def test_without_any_logits_it_warns_and_logs_nothing(tmp_path, caplog):
 def test_bad_settings_name_the_config_key():
     with pytest.raises(ValueError, match="callbacks.dashboards"):
         ValidationDashboards(every_n_epochs=0)
+
+
+def test_images_are_redrawn_only_when_predictions_change(tmp_path, tiny_folder):
+    """lr 0: every epoch predicts the same, so one drawing each; the scalars are still logged every epoch."""
+    overrides = shrink(tiny_folder, strategy="frozen", **{"trainer.max_epochs": 3, "optimizer.lr": 0.0,
+                                                          "trainer.limit_val_batches": "null"})
+    train(compose_config(tmp_path, overrides))
+    acc = events(tmp_path / "run" / "tensorboard")
+    assert len(acc.Scalars("val/recall_macro")) == 3
+    assert len(acc.Images("val/confusion_matrix")) == 1
+    assert len(acc.Images("val/predictions")) == 1
+
+    train(compose_config(tmp_path / "learning", shrink(tiny_folder, **{"trainer.max_epochs": 3,
+                                                                        "optimizer.lr": 0.5,
+                                                                        "strategy": "finetune"})))
+    learning = events(tmp_path / "learning" / "run" / "tensorboard")
+    assert len(learning.Images("val/predictions")) > 1  # predictions moved, so the grid was redrawn

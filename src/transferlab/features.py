@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
 from transferlab.cache_files import atomic_save, digest, file_identity
@@ -52,16 +53,38 @@ def cache_key(backbone_cfg: dict, input_spec: dict, augment: dict, train: Sequen
     return digest(payload)
 
 
+def _thread_batches(dataset: Dataset, batch_size: int, threads: int = 2, batches_per_chunk: int = 16):
+    """Batches of `dataset`: each chunk of batches is decoded by `threads` threads, then handed out.
+
+    Written by hand because torch's DataLoader has only process workers, and on a 2-core machine a worker
+    process slows the backbone down (README: Speed). PIL releases the GIL while decoding, so threads decode in
+    parallel; decoding a chunk *between* forward passes rather than during them keeps the decoder off the cores
+    torch's threads are using (overlapping them made extraction 2x slower here, profiled with py-spy)."""
+    chunk = batch_size * batches_per_chunk
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for start in range(0, len(dataset), chunk):
+            items = list(pool.map(dataset.__getitem__, range(start, min(start + chunk, len(dataset)))))
+            for i in range(0, len(items), batch_size):
+                yield default_collate(items[i:i + batch_size])
+
+
 @torch.no_grad()
 def extract(backbone: torch.nn.Module, dataset: Dataset, batch_size: int, num_workers: int, desc: str,
-            device: torch.device) -> torch.Tensor:
-    """Pooled features of every item of `dataset`, in order, with a progress bar."""
+            device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """Pooled features of every item of `dataset`, in order, with a progress bar.
+
+    `num_workers=0` decodes in threads, chunk by chunk (see `_thread_batches`)."""
     was_training = backbone.training
     backbone.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    if num_workers > 0:
+        batches = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    else:
+        batches = _thread_batches(dataset, batch_size)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     chunks = []
-    for images, _ in tqdm(loader, desc=desc, unit="batch", leave=False):
-        chunks.append(backbone(images.to(device)).float().cpu())
+    total = -(-len(dataset) // batch_size)
+    for images, _ in tqdm(batches, total=total, desc=desc, unit="batch", leave=False):
+        chunks.append(backbone(images.to(device, memory_format=layout)).float().cpu())
     backbone.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0)
 
@@ -85,7 +108,8 @@ class CachedFeatureDataModule(L.LightningDataModule):
     """Serves cached backbone features in place of images for a frozen backbone."""
 
     def __init__(self, images: L.LightningDataModule, backbone: torch.nn.Module, backbone_cfg: dict,
-                 cache_dir: str, views: int = 0, seed: int = 0, extract_batch_size: int = 64) -> None:
+                 cache_dir: str, views: int = 0, seed: int = 0, extract_batch_size: int | None = None,
+                 channels_last: bool = False) -> None:
         super().__init__()
         self.images = images
         self.backbone = backbone
@@ -93,7 +117,8 @@ class CachedFeatureDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir)
         self.views = views
         self.seed = seed
-        self.extract_batch_size = extract_batch_size
+        self.extract_batch_size = extract_batch_size or images.eval_batch_size
+        self.channels_last = channels_last  # the backbone is already NHWC; feed it NHWC batches
         self.cache_path: Path | None = None
         self.cache_hit = False
 
@@ -128,15 +153,16 @@ class CachedFeatureDataModule(L.LightningDataModule):
             torch.manual_seed(self.seed)
             augmented = ImageSamples(splits.train, train_transform(spec, **self.images.augment))
             train = torch.stack([
-                extract(self.backbone, augmented, bs, workers, f"features: train view {v + 1}/{self.views}", device)
+                extract(self.backbone, augmented, bs, workers, f"features: train view {v + 1}/{self.views}", device,
+                        self.channels_last)
                 for v in range(self.views)
             ])
             torch.set_rng_state(generator_state)
         else:
             train = extract(self.backbone, ImageSamples(splits.train, eval_transform(spec)), bs, workers,
-                            "features: train", device)[None]
+                            "features: train", device, self.channels_last)[None]
         val = extract(self.backbone, ImageSamples(splits.val, eval_transform(spec)), bs, workers,
-                      "features: val", device)
+                      "features: val", device, self.channels_last)
         return {
             "train": train,
             "train_labels": torch.tensor([s.label for s in splits.train]),
@@ -151,4 +177,4 @@ class CachedFeatureDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         ds = torch.utils.data.TensorDataset(self.val_features, self.val_labels)
-        return DataLoader(ds, batch_size=self.images.eval_batch_size, shuffle=False)
+        return DataLoader(ds, batch_size=1024, shuffle=False)  # feature vectors: batch size changes nothing but speed

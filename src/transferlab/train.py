@@ -49,13 +49,15 @@ def cached_features(cfg: DictConfig, model: TransferClassifier, datamodule, trai
         log.warning("strategy.cache_features ignored: strategy %r trains the backbone.", model.strategy.name)
         return datamodule
     device = trainer.strategy.root_device
-    model.backbone.to(device)
+    channels_last = bool(cfg.get("channels_last", False))
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model.backbone.to(device, memory_format=layout)
     data = CachedFeatureDataModule(
         datamodule, model.backbone, to_plain(cfg.backbone), cfg.paths.cache_dir,
-        views=model.strategy.feature_views, seed=cfg.seed,
+        views=model.strategy.feature_views, seed=cfg.seed, channels_last=channels_last,
     )
     data.setup("fit")
-    model.backbone.to("cpu")
+    model.backbone.to("cpu", memory_format=torch.contiguous_format)
     model.features_input = True
     return data
 
