@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +67,7 @@ def main() -> None:
 
     base = rows[0][2]["train_images_per_s"]
     lines = [f"# finetune speed switches ({stamp})", "",
-             f"`python bench/finetune_switches.py {' '.join(sys.argv[1:])}`  ",
+             f"`python bench/finetune_switches.py {shlex.join(sys.argv[1:])}`  ",
              f"efficientnet_lite0, strategy=finetune, {args.epochs} epochs, data `{args.data}`, "
              f"{os.cpu_count()} CPU cores.", "",
              "| variant | overrides | training images / s | speed-up | wall (s) | best val acc | peak MB |",

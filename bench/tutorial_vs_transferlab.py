@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import os
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -227,7 +228,7 @@ def main() -> None:
                   f"{results[strategy][kind]['wall_s']:.1f} s", flush=True)
 
     header = (f"# tutorial loop vs transferlab ({stamp})\n\n"
-              f"`python bench/tutorial_vs_transferlab.py {' '.join(sys.argv[1:])}`  \n"
+              f"`python bench/tutorial_vs_transferlab.py {shlex.join(sys.argv[1:])}`  \n"
               f"backbone efficientnet_lite0 (offline ImageNet weights), data `{args.data}`, "
               f"{os.cpu_count()} CPU cores, torch threads per process: default.\n\n")
     report = header + table(results, epochs)
