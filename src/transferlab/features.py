@@ -58,8 +58,8 @@ def _thread_batches(dataset: Dataset, batch_size: int, threads: int = 2, batches
 
     Written by hand because torch's DataLoader has only process workers, and on a 2-core machine a worker
     process slows the backbone down (README: Speed). PIL releases the GIL while decoding, so threads decode in
-    parallel; decoding a chunk *between* forward passes rather than during them keeps the decoder off the cores
-    torch's threads are using (overlapping them made extraction 2x slower here, profiled with py-spy)."""
+    parallel; a chunk is decoded *between* forward passes, keeping the decoder off the cores torch's threads
+    use. Random transforms need `threads=1`: one thread draws from the RNG in item order, so the seed holds."""
     chunk = batch_size * batches_per_chunk
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for start in range(0, len(dataset), chunk):
@@ -70,16 +70,16 @@ def _thread_batches(dataset: Dataset, batch_size: int, threads: int = 2, batches
 
 @torch.no_grad()
 def extract(backbone: torch.nn.Module, dataset: Dataset, batch_size: int, num_workers: int, desc: str,
-            device: torch.device, channels_last: bool = False) -> torch.Tensor:
+            device: torch.device, channels_last: bool = False, threads: int = 2) -> torch.Tensor:
     """Pooled features of every item of `dataset`, in order, with a progress bar.
 
-    `num_workers=0` decodes in threads, chunk by chunk (see `_thread_batches`)."""
+    `num_workers=0` decodes in `threads` threads, chunk by chunk (see `_thread_batches`)."""
     was_training = backbone.training
     backbone.eval()
     if num_workers > 0:
         batches = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     else:
-        batches = _thread_batches(dataset, batch_size)
+        batches = _thread_batches(dataset, batch_size, threads)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     chunks = []
     total = -(-len(dataset) // batch_size)
@@ -154,7 +154,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
             augmented = ImageSamples(splits.train, train_transform(spec, **self.images.augment))
             train = torch.stack([
                 extract(self.backbone, augmented, bs, workers, f"features: train view {v + 1}/{self.views}", device,
-                        self.channels_last)
+                        self.channels_last, threads=1)  # random crops: one thread keeps the seed's draws
                 for v in range(self.views)
             ])
             torch.set_rng_state(generator_state)
