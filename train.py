@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from transferlab.config import register_resolvers
-from transferlab.sweep import run_job
+from transferlab.tasks.job import run_job
 
 register_resolvers()  # before Hydra resolves paths (also the sweep dir, before any job runs)
 
@@ -12,7 +12,7 @@ register_resolvers()  # before Hydra resolves paths (also the sweep dir, before 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # val/acc_best, the value sweepers (e.g. Optuna) optimise; in a multirun a failed job returns None and the
-    # sweep goes on (see transferlab.sweep).
+    # sweep goes on (see transferlab.tasks.job).
     return run_job(cfg)
 
 

@@ -106,7 +106,7 @@ def transferlab_run(data: str, strategy: str, epochs: int, workdir: str, extra: 
     from omegaconf import open_dict
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from transferlab.train import train
+    from transferlab.tasks.train import train
 
     overrides = [f"paths.root_dir={workdir}", f"paths.output_dir={workdir}/run", "dataset=hymenoptera",
                  f"dataset.root={data}", "backbone=efficientnet_lite0", f"strategy={strategy}",

@@ -14,8 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import IMAGES, SCALA
 from torch.utils.data import DataLoader, TensorDataset
 
 from tests.conftest import compose_config, shrink
-from transferlab.dashboards import ValidationDashboards, grid_order, prediction_grid
-from transferlab.train import train
+from transferlab.callbacks.dashboards import ValidationDashboards, grid_order, prediction_grid
+from transferlab.tasks.train import train
 
 TILE = 128  # the default tile size
 

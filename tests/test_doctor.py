@@ -18,16 +18,16 @@ from torch.utils.data import DataLoader
 
 from tests.conftest import HYMENOPTERA, compose_config, make_folder, requires_hymenoptera, shrink
 from tests.fixtures_messy import BAD, LAYOUT_ERRORS, MAX_PIXELS, NOTES, WARNINGS, make_messy, write_png
-from transferlab.data import doctor as doctor_module
+from transferlab.data.doctor import checks as doctor_module
 from transferlab.data.datamodule import FolderDataModule
 from transferlab.data.dataset import ImageSamples
 from transferlab.data.doctor import BadFilesError, diagnose
+from transferlab.data.doctor.__main__ import main as doctor_main
 from transferlab.data.folders import DatasetLayoutError, Sample
 from transferlab.data.images import BadImageError, load_rgb
+from transferlab.data.input_spec import InputSpec
 from transferlab.data.transforms import eval_transform
-from transferlab.doctor import main as doctor_main
-from transferlab.models.backbones import InputSpec
-from transferlab.train import train
+from transferlab.tasks.train import train
 
 # An identity input pipeline for 32 px images: resize/crop to the same size, mean 0, std 1, no augmentation.
 IDENTITY = dict(input={"image_size": 32, "crop_pct": 1.0, "mean": [0, 0, 0], "std": [1, 1, 1]},
@@ -137,10 +137,10 @@ def test_cli_prints_each_bad_file_and_exits_non_zero(messy, tmp_path, capsys):
 
 def test_cli_module_entry_exit_codes(tiny_folder, monkeypatch, capsys):
     def run(*args: str) -> int:
-        monkeypatch.setattr(sys, "argv", ["transferlab.doctor", str(tiny_folder), "--no-cache", *args])
-        monkeypatch.delitem(sys.modules, "transferlab.doctor", raising=False)  # as a fresh `python -m`
+        monkeypatch.setattr(sys, "argv", ["transferlab.data.doctor", str(tiny_folder), "--no-cache", *args])
+        monkeypatch.delitem(sys.modules, "transferlab.data.doctor.__main__", raising=False)  # as a fresh `python -m`
         with pytest.raises(SystemExit) as exit_:
-            runpy.run_module("transferlab.doctor", run_name="__main__")
+            runpy.run_module("transferlab.data.doctor", run_name="__main__")
         return exit_.value.code
 
     assert run("--crop-size", "24") == 0
@@ -235,7 +235,7 @@ def test_training_on_the_messy_folder_with_skip_completes_and_records_its_report
 def test_report_callback_finds_the_report_behind_a_wrapping_datamodule(messy, tmp_path):
     import lightning as L
 
-    from transferlab.data.report_callback import DatasetReportCallback
+    from transferlab.callbacks.dataset_report import DatasetReportCallback
 
     class Wrapper(L.LightningDataModule):  # like the frozen strategy's cached-feature datamodule
         def __init__(self, images):

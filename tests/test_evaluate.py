@@ -18,15 +18,15 @@ from sklearn import metrics as skm
 
 from tests.conftest import ROOT, compose_config, make_folder, shrink
 from tests.test_predict import CLASSES, train_tiny_run
-from transferlab.evaluate import (
+from transferlab.inference import load_classifier
+from transferlab.tasks.evaluate import (
     ClassMismatchError,
     check_classes,
     compute_metrics,
     evaluate_checkpoint,
     training_dataset_config,
 )
-from transferlab.inference import load_classifier
-from transferlab.predict import expand_inputs, folder_labels
+from transferlab.tasks.predict import expand_inputs, folder_labels
 
 
 @pytest.fixture(scope="module")

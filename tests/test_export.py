@@ -22,12 +22,12 @@ from torchvision.transforms import v2 as T
 from tests.conftest import HYMENOPTERA, ROOT, compose_config, requires_hymenoptera
 from tests.test_predict import CLASSES, train_tiny_run
 from transferlab.data.images import load_rgb
+from transferlab.data.input_spec import InputSpec
 from transferlab.data.transforms import eval_transform
-from transferlab.export import ExportMismatchError, export
-from transferlab.export import run as export_run
 from transferlab.inference import CheckpointError, load_classifier
-from transferlab.models.backbones import InputSpec
-from transferlab.predict import expand_inputs
+from transferlab.tasks.export import ExportMismatchError, export
+from transferlab.tasks.export import run as export_run
+from transferlab.tasks.predict import expand_inputs
 
 TOLERANCE = 1e-4
 # TorchScript still works in torch 2.x but warns on every jit.load; the export module silences its own calls.
@@ -130,7 +130,7 @@ def test_export_cli_checks_float_onnx_on_images(tmp_path, tiny_run):
 
 
 def test_an_export_that_disagrees_is_rejected(tmp_path, tiny_run, monkeypatch):
-    import transferlab.export as ex
+    import transferlab.tasks.export as ex
 
     real = ex.run_exported
     monkeypatch.setattr(ex, "run_exported", lambda *a, **k: real(*a, **k) + 1e-3)
@@ -152,8 +152,8 @@ def test_unknown_format_is_named(tmp_path, tiny_run):
 @requires_hymenoptera
 def test_hymenoptera_train_eval_predict_export_agree(tmp_path):
     """The issue's 'done when': train -> eval -> predict on val/ agrees -> ONNX in onnxruntime agrees."""
-    from transferlab.evaluate import evaluate_checkpoint
-    from transferlab.train import train
+    from transferlab.tasks.evaluate import evaluate_checkpoint
+    from transferlab.tasks.train import train
 
     cfg = compose_config(tmp_path, [
         "dataset=hymenoptera", f"dataset.root={HYMENOPTERA}", "backbone=efficientnet_lite0", "strategy=frozen",

@@ -12,7 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from tests.conftest import ROOT, compose_config, shrink
-from transferlab.train import train
+from transferlab.tasks.train import train
 
 NO_AUGMENT = {"dataset.augment.scale": "[1.0,1.0]", "dataset.augment.ratio": "[1.0,1.0]",
               "dataset.augment.hflip": "false", "dataset.input.crop_pct": 1.0}
@@ -88,8 +88,8 @@ def test_decoded_image_cache_feeds_the_same_pixels_as_decoding_every_time(tmp_pa
     from transferlab.data.dataset import ImageSamples
     from transferlab.data.decoded import DecodedImages
     from transferlab.data.folders import scan_folder
+    from transferlab.data.input_spec import InputSpec
     from transferlab.data.transforms import eval_transform
-    from transferlab.models.backbones import InputSpec
 
     spec = InputSpec(image_size=16, crop_pct=1.0)
     samples = scan_folder(tiny_folder).val

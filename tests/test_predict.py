@@ -19,8 +19,8 @@ from tests.conftest import ROOT, make_folder, shrink
 from transferlab.data.images import load_rgb
 from transferlab.data.transforms import eval_transform
 from transferlab.inference import CheckpointError, load_classifier, resolve_checkpoint_path
-from transferlab.predict import expand_inputs, folder_labels
-from transferlab.predict import run as predict_run
+from transferlab.tasks.predict import expand_inputs, folder_labels
+from transferlab.tasks.predict import run as predict_run
 
 CLASSES = ["ant", "bee", "wasp"]
 

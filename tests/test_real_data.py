@@ -10,7 +10,7 @@ from tests.conftest import HYMENOPTERA, compose_config, requires_hymenoptera
 from transferlab.data.images import load_rgb
 from transferlab.data.transforms import eval_transform
 from transferlab.models.backbones import InputSpec, load_weights, packaged_weights_path
-from transferlab.train import train
+from transferlab.tasks.train import train
 
 ANT, BEE = 310, 309  # ImageNet class indices
 

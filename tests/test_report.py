@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from transferlab.report import build_report, defining_keys, find_jobs, main
+from transferlab.sweep_report import build_report, defining_keys, find_jobs, main
 
 
 def make_job(sweep: Path, num: int, overrides: list[str], summary: dict | None | str) -> Path:
@@ -123,7 +123,7 @@ def test_sweep_where_no_job_finished_still_gets_all_three_files(tmp_path):
 
 
 def test_single_job_shows_all_its_overrides():
-    from transferlab.report import Job
+    from transferlab.sweep_report import Job
 
     jobs = [Job(dir=Path("0"), num=0, overrides={"a": "1", "b": "2"})]
     assert defining_keys(jobs) == ["a", "b"]
@@ -145,7 +145,7 @@ def test_not_a_sweep_dir_is_a_clear_error(tmp_path, capsys):
 
 
 def test_command_line_rebuilds_the_report(sweep):
-    proc = subprocess.run([sys.executable, "-m", "transferlab.report", str(sweep)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "transferlab.sweep_report", str(sweep)], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "4 jobs: 3 ok, 1 failed" in proc.stdout

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 
 from tests.conftest import ROOT, compose_config, make_folder, shrink
 from transferlab.models.classifier import TransferClassifier
-from transferlab.train import build_model, train
+from transferlab.tasks.train import build_model, train
 
 
 def _state(ckpt: str) -> dict[str, torch.Tensor]:
@@ -48,7 +48,7 @@ class _BatchLayout:
 
 def test_channels_last_changes_layout_not_result(tmp_path, tiny_folder, monkeypatch):
     """Same seed, same data: NHWC and NCHW runs end with the same weights, and batches really are NHWC."""
-    import transferlab.train as task
+    import transferlab.tasks.train as task
 
     layouts = _BatchLayout()
     original_build = task.build_model

@@ -8,7 +8,7 @@ import torch
 
 from tests.conftest import compose_config, shrink
 from transferlab.models.backbones import packaged_weights_path
-from transferlab.train import build_model, train
+from transferlab.tasks.train import build_model, train
 
 
 def _model(tmp_path, folder, strategy, *extra):

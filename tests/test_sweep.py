@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, read_write
 
 from tests.conftest import CONF, ROOT, compose_config, shrink
-from transferlab.sweep import SWEEP_JOB_ENV, error_line, run_job
+from transferlab.tasks.job import SWEEP_JOB_ENV, error_line, run_job
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 

@@ -13,7 +13,7 @@ import torch
 
 from tests.conftest import ROOT, compose_config, make_folder, shrink
 from transferlab.models.classifier import TransferClassifier
-from transferlab.train import build_model, train
+from transferlab.tasks.train import build_model, train
 
 
 @pytest.mark.parametrize("strategy", ["finetune", "frozen", "partial"])

@@ -22,13 +22,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from transferlab.data.images import load_rgb, to_rgb
+from transferlab.data.input_spec import InputSpec
 from transferlab.data.transforms import eval_transform
-from transferlab.models.backbones import InputSpec
 from transferlab.models.classifier import TransferClassifier
 
 log = logging.getLogger(__name__)
 
-SAFETENSORS_METADATA_KEY = "transferlab"  # JSON with what rebuilds the model (see transferlab.export)
+SAFETENSORS_METADATA_KEY = "transferlab"  # JSON with what rebuilds the model (see transferlab.tasks.export)
 _BEST_NAME = re.compile(r"epoch(?P<epoch>\d+)-acc(?P<acc>[0-9.]+?)(?:-v\d+)?\.ckpt$")
 
 

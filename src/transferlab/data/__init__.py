@@ -5,7 +5,7 @@ from transferlab.data.folders import DatasetLayoutError, FolderSplits, scan_fold
 __all__ = ["DatasetLayoutError", "FolderDataModule", "FolderSplits", "scan_folder"]
 
 
-def __getattr__(name: str):  # PEP 562: `python -m transferlab.doctor` must not pay for importing Lightning
+def __getattr__(name: str):  # PEP 562: `python -m transferlab.data.doctor` must not pay for importing Lightning
     if name == "FolderDataModule":
         from transferlab.data.datamodule import FolderDataModule
 

@@ -16,8 +16,8 @@ from transferlab.data.decoded import DecodedImages
 from transferlab.data.doctor import BAD_FILE_CODES, BadFilesError, DatasetReport, Finding, diagnose
 from transferlab.data.folders import DatasetLayoutError, FolderSplits
 from transferlab.data.images import DEFAULT_MAX_PIXELS
+from transferlab.data.input_spec import InputSpec
 from transferlab.data.transforms import eval_transform, train_transform
-from transferlab.models.backbones import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class FolderDataModule(L.LightningDataModule):
                               cache_dir=self.cache_dir)
             self.report = report
             log.info("%s", report.format(limit=10))
-            hint = f"Full report: python -m transferlab.doctor {self.root}"
+            hint = f"Full report: python -m transferlab.data.doctor {self.root}"
             if report.layout_errors or report.splits is None:
                 raise DatasetLayoutError(f"{self.root} cannot be trained on:\n"
                                          + "\n".join(_lines(report, report.layout_errors)) + f"\n{hint}")

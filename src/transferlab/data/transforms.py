@@ -8,7 +8,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from transferlab.models.backbones import InputSpec
+from transferlab.data.input_spec import InputSpec
 
 
 def _interp(name: str) -> InterpolationMode:

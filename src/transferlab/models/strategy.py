@@ -33,7 +33,7 @@ class Strategy:
     unfreeze_at: int | None = None  # backbone rules only take effect from this epoch on
     pretrained: bool = True  # False: same architecture, random init (the scratch baseline)
     freeze_bn: bool = True
-    cache_features: bool = False  # backbone never trains: compute its features once (transferlab.features)
+    cache_features: bool = False  # backbone never trains: compute its features once (transferlab.data.features)
     feature_views: int = 0  # cached augmented views per training image; 0 = one deterministic view
 
     def backbone_always_frozen(self, stages: Sequence[Sequence[str]] = ()) -> bool:

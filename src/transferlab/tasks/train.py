@@ -12,9 +12,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.callbacks import RunSummary
+from transferlab.callbacks.summary import RunSummary
 from transferlab.config import flatten, register_resolvers, resolve_checkpoint, to_plain
-from transferlab.features import CachedFeatureDataModule
+from transferlab.data.features import CachedFeatureDataModule
 from transferlab.models.classifier import TransferClassifier
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,6 @@
   a new directory. `run_job` makes the children re-run *this job* (its overrides, run mode, its directory).
 - A SLURM job requeued after preemption or timeout restarts in the same directory: it resumes from its
   `checkpoints/last.ckpt` instead of starting over.
-- `SweepReport` (a Hydra callback, see conf/hydra/default.yaml) writes the comparison report at the end of
-  every multirun.
 """
 
 from __future__ import annotations
@@ -27,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, open_dict, read_write
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +41,7 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, Any]] | None
 
     None when the job failed in a multirun, or when it finished without a validation accuracy."""
     if task is None:
-        from transferlab.train import train as task
+        from transferlab.tasks.train import train as task
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
     in_sweep = (hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN) or SWEEP_JOB_ENV in os.environ
     output_dir = Path(hydra_cfg.runtime.output_dir if hydra_cfg is not None else cfg.paths.output_dir)
@@ -150,27 +147,3 @@ def _destroy_process_group() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-class SweepReport(Callback):
-    """Hydra callback: the comparison report (summary.csv/.md/.png) in the sweep directory after a multirun.
-
-    Also creates the directory of a SQLite Optuna storage (SQLite does not create directories)."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        storage = OmegaConf.select(config, "hydra.sweeper.storage", default=None)
-        if isinstance(storage, str) and storage.startswith("sqlite:///"):
-            Path(storage[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from transferlab.report import build_report
-
-        sweep_dir = str(config.hydra.sweep.dir)
-        try:
-            paths = build_report(sweep_dir)
-        except Exception:  # the jobs' results are on disk whatever happens here
-            log.exception("Could not write the sweep report; rebuild it with: python -m transferlab.report %s",
-                          sweep_dir)
-            return
-        log.info("Sweep report: %s", ", ".join(str(p) for p in paths.values()))
-        print(Path(paths["summary.md"]).read_text())

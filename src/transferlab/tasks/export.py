@@ -24,9 +24,9 @@ from torch import nn
 from torchvision.transforms import v2 as T
 
 from transferlab.data.images import load_rgb
+from transferlab.data.input_spec import InputSpec
 from transferlab.data.transforms import eval_transform
 from transferlab.inference import SAFETENSORS_METADATA_KEY, load_classifier, load_model
-from transferlab.models.backbones import InputSpec
 from transferlab.models.classifier import TransferClassifier
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ def export(ckpt_path: str | os.PathLike, fmt: str = "onnx", output_dir: str | os
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Hydra task: export, then check the export against PyTorch and fail loudly if they disagree."""
-    from transferlab.predict import expand_inputs
+    from transferlab.tasks.predict import expand_inputs
 
     start = time.perf_counter()
     out = export(cfg.ckpt_path, cfg.format, cfg.output_dir, cfg.input_dtype, cfg.get("opset"))

@@ -1,4 +1,4 @@
-"""`python -m transferlab.doctor <root>`: check an image-folder dataset before training on it.
+"""`python -m transferlab.data.doctor <root>`: check an image-folder dataset before training on it.
 
 Prints the report (see transferlab.data.doctor) and exits 0 when the data is ready, 1 when it has errors
 (unreadable files, layout problems; with --strict also warnings), 2 on bad arguments.
@@ -21,7 +21,7 @@ def default_cache_dir() -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m transferlab.doctor",
+        prog="python -m transferlab.data.doctor",
         description="Check an image-folder dataset (root/train/<class>/ + root/val/<class>/, or root/<class>/ "
                     "to be split) for everything that would make training fail or be wrong, file by file.",
     )

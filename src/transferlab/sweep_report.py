@@ -3,7 +3,7 @@
 Built from what every job leaves in its own directory (`.hydra/overrides.yaml`, `summary.json`), so it can be
 rebuilt at any time, for any sweep directory, including one still running or one that crashed:
 
-    python -m transferlab.report outputs/multiruns/2026-11-23/07-00-00
+    python -m transferlab.sweep_report outputs/multiruns/2026-11-23/07-00-00
 
 A job without `summary.json` is listed as `incomplete` (still running, killed, or crashed outside the job
 wrapper); a job whose `summary.json` says `failed` shows the first line of its error.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import re
 import sys
@@ -22,6 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 FILES = ("summary.csv", "summary.md", "summary.png")
 
@@ -184,7 +189,7 @@ def write_markdown(jobs: list[Job], keys: list[str], path: Path, sweep_dir: Path
             status,
         ]
         lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
-    lines += ["", "Rebuild with `python -m transferlab.report <sweep dir>`; plot: `summary.png`.", ""]
+    lines += ["", "Rebuild with `python -m transferlab.sweep_report <sweep dir>`; plot: `summary.png`.", ""]
     path.write_text("\n".join(lines))
 
 
@@ -247,7 +252,7 @@ def build_report(sweep_dir: str | Path) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m transferlab.report",
+        prog="python -m transferlab.sweep_report",
         description="(Re)build summary.csv, summary.md and summary.png for a sweep directory.",
     )
     parser.add_argument("sweep_dir", help="a Hydra multirun directory, e.g. outputs/multiruns/<date>/<time>")
@@ -260,6 +265,30 @@ def main(argv: list[str] | None = None) -> int:
     print(Path(paths["summary.md"]).read_text())
     print("Wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+
+
+class SweepReport(Callback):
+    """Hydra callback: the comparison report (summary.csv/.md/.png) in the sweep directory after a multirun.
+
+    Also creates the directory of a SQLite Optuna storage (SQLite does not create directories)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        storage = OmegaConf.select(config, "hydra.sweeper.storage", default=None)
+        if isinstance(storage, str) and storage.startswith("sqlite:///"):
+            Path(storage[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = str(config.hydra.sweep.dir)
+        try:
+            paths = build_report(sweep_dir)
+        except Exception:  # the jobs' results are on disk whatever happens here
+            log.exception("Could not write the sweep report; rebuild it with: python -m transferlab.sweep_report %s",
+                          sweep_dir)
+            return
+        log.info("Sweep report: %s", ", ".join(str(p) for p in paths.values()))
+        print(Path(paths["summary.md"]).read_text())
 
 
 if __name__ == "__main__":
