@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import CONF, compose_config
 from transferlab.config import register_resolvers
+from transferlab.models.backbones import packaged_weights_path
 
 
 def test_default_config_resolves_completely(tmp_path):
@@ -16,7 +17,9 @@ def test_default_config_resolves_completely(tmp_path):
     OmegaConf.resolve(cfg)
     assert cfg.dataset.name == "digits"
     assert cfg.backbone.name == "tf_efficientnet_lite0"
-    assert cfg.backbone.weights.endswith("efficientnet-lite0-57934424.pth")
+    # The config names a registry key, never a file path; the registry finds the package's file.
+    assert cfg.backbone.weights == "packaged:efficientnet_lite0"
+    assert packaged_weights_path("efficientnet_lite0").endswith("efficientnet-lite0-57934424.pth")
     assert cfg.optimizer.lr == 0.001 and cfg.optimizer.momentum == 0.9
     assert cfg.scheduler.step_size == 7 and cfg.scheduler.gamma == 0.1
     assert cfg.trainer.accelerator == "auto" and cfg.trainer.max_epochs == 25

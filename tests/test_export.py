@@ -24,7 +24,8 @@ from tests.test_predict import CLASSES, train_tiny_run
 from transferlab.data.images import load_rgb
 from transferlab.data.input_spec import InputSpec
 from transferlab.data.transforms import eval_transform
-from transferlab.inference import CheckpointError, load_classifier
+from transferlab.inference import load_classifier
+from transferlab.models.checkpoint import CheckpointError
 from transferlab.tasks.export import ExportMismatchError, export
 from transferlab.tasks.export import run as export_run
 from transferlab.tasks.predict import expand_inputs

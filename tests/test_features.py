@@ -32,7 +32,7 @@ def _cache_files(tmp_path):
 
 
 def test_cached_and_live_features_train_the_same_head(tmp_path, tiny_folder):
-    live = _run(tmp_path, tiny_folder, "live", **NO_AUGMENT, **{"strategy.cache_features": "false"})
+    live = _run(tmp_path, tiny_folder, "live", **NO_AUGMENT, **{"dataset.cache_features": "false"})
     cached = _run(tmp_path, tiny_folder, "cached", **NO_AUGMENT)
     assert len(_cache_files(tmp_path)) == 1
     assert cached["val/acc_best"] == pytest.approx(live["val/acc_best"], abs=0.1)
@@ -55,14 +55,14 @@ def test_augmented_views_are_a_separate_cache_entry(tmp_path, tiny_folder):
     import torch
 
     _run(tmp_path, tiny_folder, "plain")
-    _run(tmp_path, tiny_folder, "views", **{"strategy.feature_views": 3})
+    _run(tmp_path, tiny_folder, "views", **{"dataset.feature_views": 3})
     files = _cache_files(tmp_path)
     shapes = sorted(tuple(torch.load(f, weights_only=True)["train"].shape[:2]) for f in files)
     assert shapes == [(1, 24), (3, 24)]
 
 
 def test_strategies_that_train_the_backbone_never_use_the_cache(tmp_path, tiny_folder):
-    _run(tmp_path, tiny_folder, "partial", **{"strategy": "partial", "strategy.cache_features": "true",
+    _run(tmp_path, tiny_folder, "partial", **{"strategy": "partial", "dataset.cache_features": "true",
                                                "strategy.trainable_stages": 1})
     assert _cache_files(tmp_path) == []
 

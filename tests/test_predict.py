@@ -18,7 +18,8 @@ from PIL import Image
 from tests.conftest import ROOT, make_folder, shrink
 from transferlab.data.images import load_rgb
 from transferlab.data.transforms import eval_transform
-from transferlab.inference import CheckpointError, load_classifier, resolve_checkpoint_path
+from transferlab.inference import load_classifier
+from transferlab.models.checkpoint import CheckpointError, resolve_checkpoint
 from transferlab.tasks.predict import expand_inputs, folder_labels
 from transferlab.tasks.predict import run as predict_run
 
@@ -53,10 +54,10 @@ def _manual_probs(model, paths) -> torch.Tensor:
 # --- finding checkpoints -----------------------------------------------------------------------------------
 def test_run_dir_resolves_to_best_and_last(tiny_run):
     run = tiny_run["run_dir"]
-    assert resolve_checkpoint_path(run) == Path(tiny_run["best_checkpoint"])
-    assert resolve_checkpoint_path(f"{run}:best") == Path(tiny_run["best_checkpoint"])
-    assert resolve_checkpoint_path(f"{run}:last") == Path(run) / "checkpoints" / "last.ckpt"
-    assert resolve_checkpoint_path(tiny_run["best_checkpoint"]) == Path(tiny_run["best_checkpoint"])
+    assert resolve_checkpoint(run) == Path(tiny_run["best_checkpoint"])
+    assert resolve_checkpoint(f"{run}:best") == Path(tiny_run["best_checkpoint"])
+    assert resolve_checkpoint(f"{run}:last") == Path(run) / "checkpoints" / "last.ckpt"
+    assert resolve_checkpoint(tiny_run["best_checkpoint"]) == Path(tiny_run["best_checkpoint"])
 
 
 def test_run_dir_without_summary_picks_the_best_accuracy_in_the_names(tmp_path):
@@ -64,20 +65,20 @@ def test_run_dir_without_summary_picks_the_best_accuracy_in_the_names(tmp_path):
     ckpts.mkdir(parents=True)
     for name in ("epoch001-acc0.5000.ckpt", "epoch003-acc0.7500.ckpt", "epoch002-acc0.6250.ckpt", "last.ckpt"):
         (ckpts / name).write_bytes(b"x")
-    assert resolve_checkpoint_path(tmp_path / "run").name == "epoch003-acc0.7500.ckpt"
-    assert resolve_checkpoint_path(f"{tmp_path / 'run'}:last").name == "last.ckpt"
+    assert resolve_checkpoint(tmp_path / "run").name == "epoch003-acc0.7500.ckpt"
+    assert resolve_checkpoint(f"{tmp_path / 'run'}:last").name == "last.ckpt"
 
 
 def test_unresolvable_checkpoints_say_what_exists(tmp_path, tiny_run):
     with pytest.raises(CheckpointError, match="does not exist"):
-        resolve_checkpoint_path(tmp_path / "nope")
+        resolve_checkpoint(tmp_path / "nope")
     only_last = tmp_path / "r" / "checkpoints"
     only_last.mkdir(parents=True)
     (only_last / "last.ckpt").write_bytes(b"x")
     with pytest.raises(CheckpointError, match=r"no best checkpoint.*last\.ckpt.*:last"):
-        resolve_checkpoint_path(tmp_path / "r")
+        resolve_checkpoint(tmp_path / "r")
     with pytest.raises(CheckpointError, match="applies to a run directory"):
-        resolve_checkpoint_path(f"{tiny_run['best_checkpoint']}:last")
+        resolve_checkpoint(f"{tiny_run['best_checkpoint']}:last")
 
 
 # --- loading safely ----------------------------------------------------------------------------------------

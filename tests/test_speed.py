@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 
 from tests.conftest import ROOT, compose_config, make_folder, shrink
-from transferlab.models.classifier import TransferClassifier
+from transferlab.models.checkpoint import load_model
 from transferlab.tasks.train import build_model, train
 
 
@@ -32,7 +32,7 @@ def test_train_size_crops_training_images_only(tmp_path, tiny_folder):
     assert model.input_spec.image_size == 32  # and so does the checkpoint's input spec
 
     summary = train(cfg)  # the pooled backbone takes both sizes
-    assert TransferClassifier.load(summary["last_checkpoint"]).input_spec.image_size == 32
+    assert load_model(summary["last_checkpoint"]).input_spec.image_size == 32
 
 
 class _BatchLayout:
@@ -78,7 +78,7 @@ def test_compile_switch_trains_with_unchanged_checkpoint_names(tmp_path, tiny_fo
     plain = train(compose_config(tmp_path / "plain", shrink(tiny_folder, compile="false")))
     compiled = train(compose_config(tmp_path / "compiled", shrink(tiny_folder, compile="true")))
     assert _state(compiled["last_checkpoint"]).keys() == _state(plain["last_checkpoint"]).keys()
-    model = TransferClassifier.load(compiled["last_checkpoint"])  # loads into an uncompiled model
+    model = load_model(compiled["last_checkpoint"])  # loads into an uncompiled model
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 2)
 
 

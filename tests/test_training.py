@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, compose_config, make_folder, shrink
-from transferlab.models.classifier import TransferClassifier
+from transferlab.models.checkpoint import load_model
 from transferlab.tasks.train import build_model, train
 
 
@@ -93,7 +93,7 @@ def test_class_mapping_survives_into_predictions(tmp_path):
     summary = train(compose_config(tmp_path, shrink(folder, **{
         "trainer.max_epochs": 8, "trainer.limit_train_batches": 12, "optimizer": "adamw",
         "optimizer.lr": 0.01, "strategy": "finetune", "scheduler": "cosine", "callbacks.early_stopping": "null"})))
-    model = TransferClassifier.load(summary["best_checkpoint"])
+    model = load_model(summary["best_checkpoint"])
     assert model.class_names == ["ant", "bee", "wasp"]
     from transferlab.data.images import load_rgb
     from transferlab.data.transforms import eval_transform
@@ -107,7 +107,7 @@ def test_class_mapping_survives_into_predictions(tmp_path):
 
 def test_checkpoint_alone_rebuilds_model_with_its_input_spec(tmp_path, tiny_folder):
     summary = train(compose_config(tmp_path, shrink(tiny_folder)))
-    model = TransferClassifier.load(summary["last_checkpoint"])
+    model = load_model(summary["last_checkpoint"])
     assert model.input_spec.image_size == 32
     ckpt = torch.load(summary["last_checkpoint"], map_location="cpu", weights_only=True)
     assert ckpt["transferlab"]["class_names"] == ["ant", "bee"]

@@ -1,4 +1,4 @@
-"""Use a trained model: find its checkpoint, load it safely, and classify images in batches.
+"""Use a trained model: load it from its checkpoint and classify images in batches.
 
 Everything a prediction needs (class names, the validation transform) comes from the checkpoint itself, so
 this works without the training config. Files that cannot be decoded are reported and skipped, never fatal.
@@ -6,12 +6,8 @@ this works without the training config. Files that cannot be decoded are reporte
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import pickle
-import re
-import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,121 +20,10 @@ from torch.utils.data import DataLoader, Dataset
 from transferlab.data.images import load_rgb, to_rgb
 from transferlab.data.input_spec import InputSpec
 from transferlab.data.transforms import eval_transform
+from transferlab.models.checkpoint import load_model, resolve_checkpoint
 from transferlab.models.classifier import TransferClassifier
 
 log = logging.getLogger(__name__)
-
-SAFETENSORS_METADATA_KEY = "transferlab"  # JSON with what rebuilds the model (see transferlab.tasks.export)
-_BEST_NAME = re.compile(r"epoch(?P<epoch>\d+)-acc(?P<acc>[0-9.]+?)(?:-v\d+)?\.ckpt$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be found or used; the message names the file and a way out."""
-
-
-# --- finding and loading checkpoints ---------------------------------------------------------------------
-def _best_in(ckpt_dir: Path) -> Path | None:
-    """The best checkpoint by the accuracy in its name (`epochNNN-accX.XXXX.ckpt`), latest epoch on ties."""
-    scored = []
-    for path in ckpt_dir.glob("epoch*-acc*.ckpt"):
-        m = _BEST_NAME.search(path.name)
-        if m:
-            scored.append((float(m["acc"].rstrip(".")), int(m["epoch"]), path))
-    return max(scored)[2] if scored else None
-
-
-def _from_summary(run_dir: Path, which: str) -> Path | None:
-    """The run's own record of its best/last checkpoint, found again if the run dir was moved."""
-    summary = run_dir / "summary.json"
-    if not summary.is_file():
-        return None
-    recorded = json.loads(summary.read_text()).get(f"{which}_checkpoint")
-    if not recorded:
-        return None
-    for candidate in (Path(recorded), run_dir / "checkpoints" / Path(recorded).name):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def resolve_checkpoint_path(spec: str | os.PathLike) -> Path:
-    """A `.ckpt`/`.safetensors` file, or a run directory: `<run>` / `<run>:best` (best) or `<run>:last`."""
-    text = os.path.expanduser(os.fspath(spec))
-    which = "best"
-    if not os.path.exists(text):
-        base, sep, suffix = text.rpartition(":")
-        if sep and suffix in ("best", "last") and base:
-            text, which = base, suffix
-            if os.path.isfile(text):
-                raise CheckpointError(f"ckpt_path={spec!r}: ':{which}' applies to a run directory, not a file.")
-    path = Path(text)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise CheckpointError(
-            f"ckpt_path={spec!r} does not exist. Pass a .ckpt file, or a run directory such as "
-            "outputs/runs/<date>/<time> (its best checkpoint; add ':last' for the last one)."
-        )
-    ckpt_dir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    found = _from_summary(path, which)
-    if found is None:
-        found = _best_in(ckpt_dir) if which == "best" else (ckpt_dir / "last.ckpt")
-    if found is None or not found.is_file():
-        present = sorted(p.name for p in ckpt_dir.glob("*.ckpt"))
-        other = "last" if which == "best" else "best"
-        raise CheckpointError(
-            f"ckpt_path={spec!r}: no {which} checkpoint in {ckpt_dir} (found: {present or 'no .ckpt files'}). "
-            f"Pass one of those files, or '{path}:{other}'."
-        )
-    return found
-
-
-def _load_safetensors(path: Path) -> TransferClassifier:
-    from safetensors import safe_open
-    from safetensors.torch import load_model
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = (f.metadata() or {}).get(SAFETENSORS_METADATA_KEY)
-    if meta is None:
-        raise CheckpointError(
-            f"{path}: a safetensors file without transferlab metadata; only files written by "
-            "`python export.py format=safetensors` can be rebuilt into a model."
-        )
-    hparams = json.loads(meta)["hyper_parameters"]
-    hparams["backbone"] = {**hparams["backbone"], "weights": None}
-    model = TransferClassifier(**hparams)
-    load_model(model, str(path), strict=True, device="cpu")
-    return model.eval()
-
-
-def load_model(path: str | os.PathLike) -> TransferClassifier:
-    """Rebuild the trained model from a checkpoint (`weights_only=True`) or an exported `.safetensors` file.
-
-    A checkpoint that would need arbitrary unpickling is refused, never loaded silently."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        return _load_safetensors(path)
-    if not zipfile.is_zipfile(path):  # every torch.save since PyTorch 1.6 is a zip archive
-        raise CheckpointError(f"{path}: unreadable checkpoint (not a PyTorch zip archive: truncated, or not a "
-                              ".ckpt file). Pass a checkpoint written by `python train.py`.")
-    try:
-        return TransferClassifier.load(str(path), map_location="cpu")
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path}: refused to load. It holds Python objects that only full unpickling could restore, and "
-            f"unpickling runs arbitrary code. Only load checkpoints written by transferlab (weights_only).\n{e}"
-        ) from e
-    except KeyError as e:
-        if e.args and e.args[0] in ("hyper_parameters", "state_dict", "class_names", "input_spec"):
-            raise CheckpointError(
-                f"{path}: not a transferlab checkpoint (no {e.args[0]!r}); train one with `python train.py`."
-            ) from e
-        raise
-    except RuntimeError as e:
-        if "PytorchStreamReader" in str(e):
-            raise CheckpointError(f"{path}: unreadable checkpoint (truncated or corrupt): {e}") from e
-        raise
-
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
@@ -294,5 +179,5 @@ class Classifier:
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "auto") -> Classifier:
     """Load a trained classifier from a checkpoint file, a run directory (`<run>`, `<run>:last`) or an
     exported `.safetensors` file. No training config and no download needed."""
-    resolved = resolve_checkpoint_path(path)
+    resolved = resolve_checkpoint(path)
     return Classifier(load_model(resolved), device=device, checkpoint=resolved)

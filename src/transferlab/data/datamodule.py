@@ -73,6 +73,8 @@ class FolderDataModule(L.LightningDataModule):
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         cache_dir: str | None = None,
         cache_images: bool | str = False,
+        cache_features: bool | str = "auto",
+        feature_views: int = 0,
     ) -> None:
         super().__init__()
         if on_bad_file not in ON_BAD_FILE:
@@ -99,6 +101,13 @@ class FolderDataModule(L.LightningDataModule):
         self.max_pixels = int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS
         self.cache_dir = cache_dir
         self.cache_images = cache_images  # decode each image once, keep uint8 tensors (transferlab.data.decoded)
+        if cache_features not in (True, False, "auto"):
+            raise ValueError(f"dataset.cache_features={cache_features!r}; use auto, true or false.")
+        if int(feature_views) < 0:
+            raise ValueError(f"dataset.feature_views={feature_views}; use 0 (one plain view) or K > 0 views.")
+        # Read by the training task: train a frozen backbone's head on cached features (transferlab.data.features)
+        self.cache_features = cache_features
+        self.feature_views = int(feature_views)
         self.input_spec: InputSpec | None = None
         self.splits: FolderSplits | None = None
         self.report: DatasetReport | None = None

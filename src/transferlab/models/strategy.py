@@ -33,8 +33,6 @@ class Strategy:
     unfreeze_at: int | None = None  # backbone rules only take effect from this epoch on
     pretrained: bool = True  # False: same architecture, random init (the scratch baseline)
     freeze_bn: bool = True
-    cache_features: bool = False  # backbone never trains: compute its features once (transferlab.data.features)
-    feature_views: int = 0  # cached augmented views per training image; 0 = one deterministic view
 
     def backbone_always_frozen(self, stages: Sequence[Sequence[str]] = ()) -> bool:
         """True when no rule ever trains a backbone parameter (so its features are constants)."""
@@ -118,6 +116,7 @@ def param_groups(model: nn.Module, rules: Mapping[str, float], base_lr: float) -
 
 
 def strategy_from_config(cfg: Mapping) -> Strategy:
+    """A `Strategy` from plain data (a composed config or a checkpoint); unknown keys are an error."""
     known = {f.name for f in fields(Strategy)}
     unknown = sorted(set(cfg) - known)
     if unknown:

@@ -26,7 +26,8 @@ from torchvision.transforms import v2 as T
 from transferlab.data.images import load_rgb
 from transferlab.data.input_spec import InputSpec
 from transferlab.data.transforms import eval_transform
-from transferlab.inference import SAFETENSORS_METADATA_KEY, load_classifier, load_model
+from transferlab.inference import load_classifier
+from transferlab.models.checkpoint import load_model, safetensors_metadata
 from transferlab.models.classifier import TransferClassifier
 
 log = logging.getLogger(__name__)
@@ -141,14 +142,11 @@ def export_torchscript(model: TransferClassifier, out_dir: Path, input_dtype: st
 
 
 def export_safetensors(model: TransferClassifier, out_dir: Path) -> Path:
-    """The weights, plus the constructor arguments as metadata, so `load_classifier(file)` rebuilds the model."""
+    """The weights, plus the model description as metadata, so `load_classifier(file)` rebuilds the model."""
     from safetensors.torch import save_model
 
     path = out_dir / FORMATS["safetensors"]
-    hparams = dict(model.hparams)
-    hparams["backbone"] = {**hparams["backbone"], "weights": None}  # the weights are in this file
-    meta = {SAFETENSORS_METADATA_KEY: json.dumps({"format_version": 1, "hyper_parameters": hparams})}
-    save_model(model, str(path), metadata=meta)
+    save_model(model, str(path), metadata=safetensors_metadata(model))
     return path
 
 

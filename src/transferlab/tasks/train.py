@@ -13,12 +13,13 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.callbacks.summary import RunSummary
-from transferlab.config import flatten, register_resolvers, resolve_checkpoint, to_plain
+from transferlab.config import flatten, register_resolvers, to_plain
 from transferlab.data.features import CachedFeatureDataModule
+from transferlab.models.checkpoint import resolve_checkpoint
 from transferlab.models.classifier import TransferClassifier
 
 log = logging.getLogger(__name__)
-register_resolvers()  # before any config that uses ${packaged_weights:...} is resolved
+register_resolvers()  # before any config that uses ${launch_dir:} is resolved
 
 # A frozen backbone is put in eval mode on purpose (BatchNorm statistics must not drift).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
@@ -31,44 +32,58 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
 
 
+def backbone_description(cfg: DictConfig) -> dict[str, Any]:
+    """The backbone as plain data; `strategy.pretrained: false` is resolved here (random init), once."""
+    backbone = dict(to_plain(cfg.backbone))
+    if not cfg.strategy.get("pretrained", True):
+        backbone["weights"] = None
+    return backbone
+
+
 def build_model(cfg: DictConfig, class_names: list[str], input_overrides: dict | None) -> TransferClassifier:
+    """The model from the config: its description is plain data, its optimizer and scheduler are built from the
+    current config's `_partial_` targets (never from a file)."""
+    scheduler, interval = None, "epoch"
+    if cfg.get("scheduler"):
+        sched_cfg = OmegaConf.to_container(cfg.scheduler, resolve=True)
+        interval = sched_cfg.pop("interval", "epoch")
+        scheduler = instantiate(sched_cfg)
     return TransferClassifier(
-        backbone=to_plain(cfg.backbone),
+        backbone=backbone_description(cfg),
         head=to_plain(cfg.head),
         strategy=to_plain(cfg.strategy),
-        optimizer=to_plain(cfg.optimizer),
-        scheduler=to_plain(cfg.scheduler),
         class_names=class_names,
         input_overrides=input_overrides,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=scheduler,
+        scheduler_interval=interval,
+        channels_last=bool(cfg.get("channels_last", False)),
+        compile=bool(cfg.get("compile", False)),
     )
+
+
+def use_feature_cache(setting: bool | str, model: TransferClassifier) -> bool:
+    """`dataset.cache_features`: `auto` caches exactly when the strategy never trains the backbone."""
+    frozen = model.strategy.backbone_always_frozen(model.stages)
+    if setting == "auto":
+        return frozen
+    if setting and not frozen:
+        log.warning("dataset.cache_features ignored: strategy %r trains the backbone.", model.strategy.name)
+    return bool(setting) and frozen
 
 
 def cached_features(cfg: DictConfig, model: TransferClassifier, datamodule, trainer: L.Trainer):
-    """Swap images for cached backbone features when the strategy never trains the backbone."""
-    if not model.strategy.backbone_always_frozen(model.stages):
-        log.warning("strategy.cache_features ignored: strategy %r trains the backbone.", model.strategy.name)
-        return datamodule
+    """Swap images for cached backbone features (the backbone is a constant function of the image)."""
     device = trainer.strategy.root_device
-    channels_last = bool(cfg.get("channels_last", False))
-    layout = torch.channels_last if channels_last else torch.contiguous_format
+    layout = torch.channels_last if model.channels_last else torch.contiguous_format
     model.backbone.to(device, memory_format=layout)
     data = CachedFeatureDataModule(
-        datamodule, model.backbone, to_plain(cfg.backbone), cfg.paths.cache_dir,
-        views=model.strategy.feature_views, seed=cfg.seed, channels_last=channels_last,
+        datamodule, model.backbone, backbone_description(cfg), cfg.paths.cache_dir,
+        views=int(cfg.dataset.get("feature_views", 0)), seed=cfg.seed, channels_last=model.channels_last,
     )
     data.setup("fit")
     model.backbone.to("cpu", memory_format=torch.contiguous_format)
-    model.features_input = True
     return data
-
-
-def speed_up(model: TransferClassifier, channels_last: bool, compile_backbone: bool) -> None:
-    """Apply the speed switches to a model that trains on images (not on cached features)."""
-    if channels_last:
-        model.backbone.to(memory_format=torch.channels_last)
-        model.channels_last = True
-    if compile_backbone:
-        model.backbone.compile()  # in place: parameter names, hence checkpoints, stay as they were
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -95,14 +110,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.log_hyperparams(hparams, metrics={"val/acc_best": 0.0})
 
     fit_data = datamodule
-    if model.strategy.cache_features:
+    if use_feature_cache(cfg.dataset.get("cache_features", "auto"), model):
         fit_data = cached_features(cfg, model, datamodule, trainer)
-    if not model.features_input:
-        speed_up(model, channels_last=cfg.get("channels_last", False), compile_backbone=cfg.get("compile", False))
-    try:
-        trainer.fit(model, datamodule=fit_data, ckpt_path=resolve_checkpoint(cfg.get("ckpt_path")))
-    finally:
-        model.features_input = False  # the trained model takes images again
+    ckpt_path = cfg.get("ckpt_path")
+    trainer.fit(model, datamodule=fit_data, ckpt_path=resolve_checkpoint(ckpt_path, "last") if ckpt_path else None)
 
     summary_cb = next((c for c in trainer.callbacks if isinstance(c, RunSummary)), None)
     summary = dict(summary_cb.summary) if summary_cb else {}
