@@ -5,14 +5,16 @@ import hydra
 from omegaconf import DictConfig
 
 from transferlab.config import register_resolvers
-from transferlab.tasks.evaluate import run
+from transferlab.tasks.errors import reported
+from transferlab.tasks.evaluate import ClassMismatchError, run
 
 register_resolvers()  # before Hydra resolves paths (${launch_dir:}) and the run dir
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
-    return run(cfg)["accuracy"]
+    with reported(ClassMismatchError):
+        return run(cfg)["accuracy"]
 
 
 if __name__ == "__main__":

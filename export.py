@@ -5,14 +5,16 @@ import hydra
 from omegaconf import DictConfig
 
 from transferlab.config import register_resolvers
-from transferlab.tasks.export import run
+from transferlab.tasks.errors import reported
+from transferlab.tasks.export import ExportMismatchError, run
 
 register_resolvers()  # before Hydra resolves paths (${launch_dir:}) and the run dir
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with reported(ExportMismatchError):
+        run(cfg)
 
 
 if __name__ == "__main__":

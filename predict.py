@@ -5,6 +5,7 @@ import hydra
 from omegaconf import DictConfig
 
 from transferlab.config import register_resolvers
+from transferlab.tasks.errors import reported
 from transferlab.tasks.predict import run
 
 register_resolvers()  # before Hydra resolves paths (${launch_dir:}) and the run dir
@@ -12,7 +13,8 @@ register_resolvers()  # before Hydra resolves paths (${launch_dir:}) and the run
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with reported():
+        run(cfg)
 
 
 if __name__ == "__main__":

@@ -184,7 +184,7 @@ def _backbone(raw: Any) -> dict[str, Any]:
 def _head(raw: Any) -> dict[str, Any]:
     d = _mapping(raw, "head")
     target = d.get("_target_")
-    if target in _LEGACY_HEAD_TARGETS:
+    if target in _LEGACY_HEAD_TARGETS and "kind" not in d:
         d.pop("_target_")
         d.pop("_partial_", None)
         d["kind"] = _LEGACY_HEAD_TARGETS[target]
