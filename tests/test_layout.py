@@ -1,0 +1,91 @@
+"""The layers of docs/architecture.md hold: imports point down, never up, and no module imports itself back."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+SRC = ROOT / "src"
+
+# Lower number = lower layer. A module may import its own layer or any lower one.
+LAYERS = {
+    "transferlab.config": 0, "transferlab.files": 0,
+    "transferlab.data": 1,
+    "transferlab.models": 2, "transferlab.evaluation": 2,
+    "transferlab.callbacks": 3, "transferlab.inference": 3, "transferlab.sweep_report": 3,
+    "transferlab.tasks": 4,
+    "transferlab": 5,  # the package's lazy `load_classifier`
+}
+NEVER = {("transferlab.data", "transferlab.models"), ("transferlab.models", "hydra")}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """Every module's imports of anything (top-level or inside functions), absolute names."""
+    graph: dict[str, set[str]] = {}
+    for path in SRC.rglob("*.py"):
+        name = _module_name(path)
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+        graph[name] = found
+    return graph
+
+
+def _layer(module: str) -> tuple[str, int] | None:
+    for prefix in sorted(LAYERS, key=len, reverse=True):
+        if module == prefix or module.startswith(prefix + "."):
+            return prefix, LAYERS[prefix]
+    return None
+
+
+def test_imports_point_down_the_layers():
+    graph = _imports()
+    upward = []
+    for module, imported in graph.items():
+        here = _layer(module)
+        assert here is not None, f"{module} belongs to no layer of docs/architecture.md"
+        for target in imported:
+            there = _layer(target)
+            if there is not None and there[1] > here[1]:
+                upward.append(f"{module} -> {target}")
+            for low, high in NEVER:
+                if module.startswith(low) and (target == high or target.startswith(high + ".")):
+                    upward.append(f"{module} -> {target} (never)")
+    assert not upward, "imports that run up the layers:\n" + "\n".join(sorted(upward))
+
+
+def test_no_import_cycles_between_modules():
+    graph = _imports()
+    modules = set(graph)
+    edges = {m: {t for t in targets if t in modules and t != m} for m, targets in graph.items()}
+    # A package's __init__ re-exporting its own submodules is not a cycle of concepts; skip package -> child.
+    edges = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in edges.items()}
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = 2
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
