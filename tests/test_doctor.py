@@ -18,10 +18,10 @@ from torch.utils.data import DataLoader
 
 from tests.conftest import HYMENOPTERA, compose_config, make_folder, requires_hymenoptera, shrink
 from tests.fixtures_messy import BAD, LAYOUT_ERRORS, MAX_PIXELS, NOTES, WARNINGS, make_messy, write_png
-from transferlab.data.doctor import checks as doctor_module
 from transferlab.data.datamodule import FolderDataModule
 from transferlab.data.dataset import ImageSamples
 from transferlab.data.doctor import BadFilesError, diagnose
+from transferlab.data.doctor import inspect as doctor_module  # where diagnose's inspect_all finds inspect_file
 from transferlab.data.doctor.__main__ import main as doctor_main
 from transferlab.data.folders import DatasetLayoutError, Sample
 from transferlab.data.images import BadImageError, load_rgb

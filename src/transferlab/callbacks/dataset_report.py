@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+from transferlab.files import atomic_write_json
 
 
 class DatasetReportCallback(L.Callback):
@@ -29,10 +30,8 @@ class DatasetReportCallback(L.Callback):
             return
         data = datamodule.report_dict()
         if trainer.default_root_dir:
-            os.makedirs(trainer.default_root_dir, exist_ok=True)
             self.path = os.path.join(trainer.default_root_dir, self.filename)
-            with open(self.path, "w") as f:
-                json.dump(data, f, indent=2)
+            atomic_write_json(self.path, data)
         text = _markdown(datamodule.report.format(limit=50), data)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):

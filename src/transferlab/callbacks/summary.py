@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -11,6 +10,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+
+from transferlab.files import atomic_write_json
 
 
 class RunSummary(L.Callback):
@@ -114,9 +115,7 @@ class RunSummary(L.Callback):
             ])
         )
         if trainer.default_root_dir:
-            os.makedirs(trainer.default_root_dir, exist_ok=True)
-            with open(os.path.join(trainer.default_root_dir, self.filename), "w") as f:
-                json.dump(s, f, indent=2)
+            atomic_write_json(os.path.join(trainer.default_root_dir, self.filename), s)
 
 
 def _peak_memory_mb() -> float:
