@@ -15,8 +15,8 @@ from transferlab.files import atomic_write_json
 class DatasetReportCallback(L.Callback):
     """At fit start, write `<default_root_dir>/<filename>` and log the report as TensorBoard text.
 
-    Reads the report from the datamodule (`report_dict()` / `report`, as FolderDataModule provides), or from
-    the one it wraps (frozen runs train on cached features); does nothing when there is none."""
+    Reads the report from the datamodule's `report_dict()` / `report` (FolderDataModule, and
+    CachedFeatureDataModule passing its images' through); does nothing for a datamodule without them."""
 
     def __init__(self, filename: str = "dataset_report.json", tag: str = "dataset/report") -> None:
         self.filename = filename
@@ -25,8 +25,8 @@ class DatasetReportCallback(L.Callback):
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        datamodule = report_source(getattr(trainer, "datamodule", None))
-        if datamodule is None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "report_dict"):
             return
         data = datamodule.report_dict()
         if trainer.default_root_dir:
@@ -36,14 +36,6 @@ class DatasetReportCallback(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_text(self.tag, text, global_step=0)
-
-
-def report_source(datamodule: Any) -> Any:
-    """The datamodule holding the report: this one, or the one a wrapper trains from (e.g. cached features)."""
-    if datamodule is None or hasattr(datamodule, "report_dict"):
-        return datamodule
-    inner = [v for v in vars(datamodule).values() if isinstance(v, L.LightningDataModule) and hasattr(v, "report_dict")]
-    return inner[0] if inner else None
 
 
 def _markdown(report: str, data: dict[str, Any]) -> str:
