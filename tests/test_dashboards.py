@@ -14,7 +14,9 @@ from tensorboard.backend.event_processing.event_accumulator import IMAGES, SCALA
 from torch.utils.data import DataLoader, TensorDataset
 
 from tests.conftest import compose_config, shrink
-from transferlab.callbacks.dashboards import ValidationDashboards, grid_order, prediction_grid
+from transferlab.callbacks.dashboards import ValidationDashboards, grid_order
+from transferlab.evaluation.metrics import compute_metrics
+from transferlab.evaluation.plots import prediction_grid
 from transferlab.tasks.train import train
 
 TILE = 128  # the default tile size
@@ -114,14 +116,19 @@ class _Tiny(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _fit_tiny(tmp_path, return_logits: bool) -> EventAccumulator:
+def _fit_tiny(tmp_path, return_logits: bool, n: int = 12) -> EventAccumulator:
+    return _fit_tiny_model(tmp_path, return_logits, n)[0]
+
+
+def _fit_tiny_model(tmp_path, return_logits: bool, n: int = 12):
     g = torch.Generator().manual_seed(0)
-    data = TensorDataset(torch.randn(12, 3, 8, 8, generator=g), torch.arange(12) % 3)
+    data = TensorDataset(torch.randn(n, 3, 8, 8, generator=g), torch.arange(n) % 3)
     trainer = L.Trainer(max_epochs=1, logger=TensorBoardLogger(tmp_path, name="tb", version=""),
                         callbacks=[ValidationDashboards()], enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1)
-    trainer.fit(_Tiny(return_logits), DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
-    return events(tmp_path / "tb")
+    model = _Tiny(return_logits)
+    trainer.fit(model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
+    return events(tmp_path / "tb"), model, data.tensors
 
 
 def test_logits_returned_by_validation_step_are_used(tmp_path):
@@ -130,6 +137,21 @@ def test_logits_returned_by_validation_step_are_used(tmp_path):
     assert {"val_f1/a", "val_f1/b", "val_f1/c"} <= set(acc.Tags()["scalars"])
     # No image files behind a TensorDataset: no grid, and no error either.
     assert "val/predictions" not in acc.Tags()["images"]
+
+
+def test_dashboard_per_class_scalars_equal_the_eval_tasks_for_the_same_predictions(tmp_path):
+    """One computation of per-class scores: what the dashboards log during training is what `eval.py` reports."""
+    acc, model, (images, targets) = _fit_tiny_model(tmp_path, return_logits=True, n=60)
+    with torch.no_grad():  # validation ran after the only training epoch: these are the logits it saw
+        probs = model.net(images).softmax(-1)
+    assert 0 < int((probs.argmax(-1) == targets).sum()) < len(targets)  # neither all right nor all wrong
+    _, per_class, confusion, _ = compute_metrics(probs, targets, model.class_names)
+    for row in per_class:
+        for score in ("precision", "recall", "f1"):
+            assert last(acc, f"val_{score}/{row['class']}") == pytest.approx(row[score], abs=1e-6)
+    f1 = [row["f1"] for row in per_class]
+    assert last(acc, "val/f1_macro") == pytest.approx(sum(f1) / len(f1), abs=1e-6)
+    assert int(confusion.sum()) == len(targets)
 
 
 def test_without_any_logits_it_warns_and_logs_nothing(tmp_path, caplog):

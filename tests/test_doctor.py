@@ -21,7 +21,7 @@ from tests.fixtures_messy import BAD, LAYOUT_ERRORS, MAX_PIXELS, NOTES, WARNINGS
 from transferlab.data.datamodule import FolderDataModule
 from transferlab.data.dataset import ImageSamples
 from transferlab.data.doctor import BadFilesError, diagnose
-from transferlab.data.doctor import checks as doctor_module
+from transferlab.data.doctor import inspect as doctor_module  # where diagnose's inspect_all finds inspect_file
 from transferlab.data.doctor.__main__ import main as doctor_main
 from transferlab.data.folders import DatasetLayoutError, Sample
 from transferlab.data.images import BadImageError, load_rgb
@@ -232,21 +232,23 @@ def test_training_on_the_messy_folder_with_skip_completes_and_records_its_report
     assert (tmp_path / "outputs" / "cache").is_dir()  # ${paths.log_dir}/cache
 
 
-def test_report_callback_finds_the_report_behind_a_wrapping_datamodule(messy, tmp_path):
+def test_report_callback_reads_the_report_through_the_cached_features_datamodule(messy, tmp_path):
     import lightning as L
 
     from transferlab.callbacks.dataset_report import DatasetReportCallback
+    from transferlab.data.features import CachedFeatureDataModule
 
-    class Wrapper(L.LightningDataModule):  # like the frozen strategy's cached-feature datamodule
-        def __init__(self, images):
-            super().__init__()
-            self.images = images
-
+    images = _datamodule(messy)
+    cached = CachedFeatureDataModule(images, torch.nn.Identity(), {}, str(tmp_path / "cache"))
     trainer = L.Trainer(default_root_dir=str(tmp_path / "run"), logger=False, enable_progress_bar=False)
-    trainer.datamodule = Wrapper(_datamodule(messy))
+    trainer.datamodule = cached
     DatasetReportCallback().on_fit_start(trainer, None)
     report = json.loads((tmp_path / "run" / "dataset_report.json").read_text())
     assert set(report["skipped"]) == BAD["unreadable"] | BAD["too_large"]
+    # The rest of what callbacks read, passed through unchanged (the dashboards' grid needs val_files).
+    assert cached.report is images.report
+    assert cached.class_names == images.class_names == ["ant", "bee", "wasp"]
+    assert cached.val_files == images.val_files == [s.path for s in images.scan().val]
 
 
 def test_training_with_error_policy_stops_before_the_first_step(messy, tmp_path):

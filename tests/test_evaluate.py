@@ -18,11 +18,11 @@ from sklearn import metrics as skm
 
 from tests.conftest import ROOT, compose_config, make_folder, shrink
 from tests.test_predict import CLASSES, train_tiny_run
+from transferlab.evaluation.metrics import compute_metrics
 from transferlab.inference import load_classifier
 from transferlab.tasks.evaluate import (
     ClassMismatchError,
     check_classes,
-    compute_metrics,
     evaluate_checkpoint,
     training_dataset_config,
 )

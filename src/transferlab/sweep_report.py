@@ -26,6 +26,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab.files import atomic_write_text, atomic_writer
+
 log = logging.getLogger(__name__)
 
 FILES = ("summary.csv", "summary.md", "summary.png")
@@ -126,7 +128,7 @@ def defining_keys(jobs: list[Job]) -> list[str]:
 # --- writers ---------------------------------------------------------------------------------------------
 def write_csv(jobs: list[Job], keys: list[str], path: Path) -> None:
     header = ["job", *keys, *(c for c, _ in METRICS), "status", "error", "overrides", "dir"]
-    with open(path, "w", newline="") as f:
+    with atomic_writer(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for job in jobs:
@@ -190,7 +192,7 @@ def write_markdown(jobs: list[Job], keys: list[str], path: Path, sweep_dir: Path
         ]
         lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     lines += ["", "Rebuild with `python -m transferlab.sweep_report <sweep dir>`; plot: `summary.png`.", ""]
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
 
 
 def _headline(jobs: list[Job], keys: list[str]) -> str:
@@ -228,7 +230,8 @@ def write_plot(jobs: list[Job], keys: list[str], path: Path, sweep_dir: Path) ->
     ax.set_ylabel("best val acc")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_writer(path, "wb") as f:
+        fig.savefig(f, format="png")
 
 
 def build_report(sweep_dir: str | Path) -> dict[str, Path]:
@@ -265,8 +268,6 @@ def main(argv: list[str] | None = None) -> int:
     print(Path(paths["summary.md"]).read_text())
     print("Wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
-
-
 
 
 class SweepReport(Callback):

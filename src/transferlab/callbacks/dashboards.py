@@ -9,16 +9,15 @@ Each validation epoch, `ValidationDashboards` logs to the run's TensorBoard:
 
 It costs no extra forward pass: predictions are taken from what `validation_step` returns (a logits tensor or
 {"logits": ...}) or, failing that, caught with a forward hook on the model while it validates. Images for
-the grid are loaded from the validation files by dataset index, so the grid also works when a frozen
-backbone's cached features, not images, are what the model sees. Without a TensorBoard logger it does
-nothing.
+the grid are loaded by dataset index from the datamodule's `val_files` (a cached-features datamodule passes
+its images' through), so the grid also works when a frozen backbone's cached features are what the model
+sees; without `val_files` (plain dataloaders) there is no grid. Without a TensorBoard logger it does nothing.
+The numbers and the drawings come from `transferlab.evaluation`, as the eval task's do.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 import re
 from typing import Any
 
@@ -26,17 +25,12 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
+from torchmetrics import CatMetric
+
+from transferlab.evaluation.metrics import SCORES, PerClass, per_class_metrics
+from transferlab.evaluation.plots import figure_array, plot_confusion_matrix, prediction_grid
 
 log = logging.getLogger(__name__)
-
-WRONG, RIGHT = (200, 20, 20), (20, 130, 20)
 
 
 class ValidationDashboards(L.Callback):
@@ -69,13 +63,8 @@ class ValidationDashboards(L.Callback):
         if not names:
             raise ValueError("ValidationDashboards needs `pl_module.class_names` (the label of each class index).")
         self.class_names = [str(n) for n in names]
-        n = len(self.class_names)
-        self.per_class = MetricCollection({
-            "precision": MulticlassPrecision(n, average=None),
-            "recall": MulticlassRecall(n, average=None),
-            "f1": MulticlassF1Score(n, average=None),
-        })
-        self.confusion = MulticlassConfusionMatrix(n)
+        # (predicted, true) per validation image; synced across DDP ranks by compute()
+        self.predictions = CatMetric(nan_strategy="error")
         self._last_matrix = torch.empty(0)  # what was drawn last: unchanged predictions are not redrawn
         self._last_chosen: list[tuple[int, int, int]] = []
 
@@ -87,8 +76,7 @@ class ValidationDashboards(L.Callback):
         )
         if not self.active:
             return
-        self.per_class.to(pl_module.device).reset()
-        self.confusion.to(pl_module.device).reset()
+        self.predictions.to(pl_module.device).reset()
         self._records: list[tuple[int, int, int]] = []  # (dataset index, predicted, true)
         self._batch_indices = _batch_indices(trainer) if trainer.is_global_zero and self.max_images else None
         self._captured = []
@@ -113,8 +101,7 @@ class ValidationDashboards(L.Callback):
                 self._warned = True
             return
         preds = logits.argmax(dim=1)
-        self.per_class.update(preds, targets)
-        self.confusion.update(preds, targets)
+        self.predictions.update(torch.stack([preds, targets.to(preds.device)], dim=1))
         if self._batch_indices is not None and batch_idx < len(self._batch_indices):
             for i, p, t in zip(self._batch_indices[batch_idx], preds.tolist(), targets.tolist(), strict=False):
                 self._records.append((int(i), int(p), int(t)))
@@ -123,27 +110,24 @@ class ValidationDashboards(L.Callback):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-        if not self.active or (self.confusion.update_count == 0 and trainer.world_size == 1):
+        if not self.active or (self.predictions.update_count == 0 and trainer.world_size == 1):
             return
-        scores = {k: v.cpu() for k, v in self.per_class.compute().items()}  # synced across DDP ranks
-        matrix = self.confusion.compute().cpu()
-        if not trainer.is_global_zero:
+        pairs = self.predictions.compute()  # every rank's (predicted, true), gathered: a collective call
+        if not trainer.is_global_zero or pairs.numel() == 0:
             return
+        pairs = pairs.reshape(-1, 2).long().cpu()
+        scores = per_class_metrics(pairs[:, 0], pairs[:, 1], self.class_names)
         step = trainer.global_step
-        metrics = {f"val/{name}_macro": float(values.mean()) for name, values in scores.items()}
-        if len(self.class_names) <= self.max_class_scalars:
-            for name, values in scores.items():
-                for cls, value in zip(self.class_names, values.tolist(), strict=True):
-                    metrics[f"val_{name}/{_tag(cls)}"] = value
-        self.tb.log_metrics(metrics, step=step)
+        self.tb.log_metrics(scalars(scores, self.max_class_scalars), step=step)
         writer = self.tb.experiment
         # Images are redrawn only when the predictions changed: drawing and PNG-encoding them every epoch
         # cost ~0.5 s per epoch, a third of a cached-feature frozen run (profiled with py-spy).
+        matrix = scores.confusion
         if not torch.equal(matrix, self._last_matrix):
             writer.add_image("val/confusion_matrix", confusion_image(matrix, self.class_names, trainer.current_epoch),
                              step, dataformats="HWC")
             self._last_matrix = matrix
-        paths = _val_paths(trainer)
+        paths = getattr(trainer.datamodule, "val_files", None)  # FolderDataModule, CachedFeatureDataModule
         if self._records and paths is not None:
             chosen = [self._records[i] for i in grid_order(self._records)[: self.max_images]]
             if chosen != self._last_chosen:
@@ -159,71 +143,21 @@ def grid_order(records: list[tuple[int, int, int]]) -> list[int]:
     return sorted(range(len(records)), key=lambda k: records[k][1] == records[k][2])
 
 
+def scalars(scores: PerClass, max_class_scalars: int = 100) -> dict[str, float]:
+    """The TensorBoard scalars of one validation epoch: `val/<score>_macro`, and `val_<score>/<class>` for
+    every class when there are at most `max_class_scalars` classes."""
+    metrics = {f"val/{name}_macro": scores.macro(name) for name in SCORES}
+    if len(scores.class_names) <= max_class_scalars:
+        for name in SCORES:
+            for cls, value in zip(scores.class_names, scores.values(name), strict=True):
+                metrics[f"val_{name}/{_tag(cls)}"] = value
+    return metrics
+
+
 def confusion_image(matrix: torch.Tensor, class_names: list[str], epoch: int) -> np.ndarray:
-    """The confusion matrix drawn with matplotlib (Agg, no pyplot), as an HxWx3 uint8 array."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    n = len(class_names)
-    size = min(3 + 0.45 * n, 16)
-    fig = Figure(figsize=(size, size), dpi=80)
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    counts = matrix.numpy()
-    ax.imshow(counts, cmap="Blues", vmin=0)
-    if n <= 40:
-        ax.set_xticks(range(n), class_names, rotation=90 if n > 6 else 0, fontsize=8)
-        ax.set_yticks(range(n), class_names, fontsize=8)
-    if n <= 20:
-        high = counts.max() / 2 if counts.size else 0
-        for i in range(n):
-            for j in range(n):
-                ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=8,
-                        color="white" if counts[i, j] > high else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"validation confusion matrix, epoch {epoch}")
-    fig.tight_layout()
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
-def prediction_grid(paths: list[str], preds: list[int], targets: list[int], class_names: list[str],
-                    tile_size: int = 128, nrow: int = 8) -> torch.Tensor:
-    """Images captioned `pred <class>` / `true <class>` (red when wrong), as one CxHxW grid in [0, 1]."""
-    from PIL import Image, ImageDraw, ImageFont
-    from torchvision.transforms.functional import pil_to_tensor
-    from torchvision.utils import make_grid
-
-    font = ImageFont.load_default(size=max(9, tile_size // 11))
-    line = font.getbbox("Ag")[3] + 2
-    tiles = []
-    for path, pred, true in zip(paths, preds, targets, strict=True):
-        tile = Image.new("RGB", (tile_size, tile_size + 2 * line + 4), "white")
-        tile.paste(_thumbnail(path, tile_size, os.stat(path).st_mtime_ns), (0, 0))
-        draw = ImageDraw.Draw(tile)
-        colour = RIGHT if pred == true else WRONG
-        draw.text((2, tile_size + 1), _fit(f"pred {class_names[pred]}", font, tile_size - 4), fill=colour, font=font)
-        draw.text((2, tile_size + 1 + line), _fit(f"true {class_names[true]}", font, tile_size - 4), fill="black",
-                  font=font)
-        tiles.append(pil_to_tensor(tile).float() / 255)
-    return make_grid(tiles, nrow=min(nrow, len(tiles)), padding=3, pad_value=1.0)
-
-
-@functools.lru_cache(maxsize=512)
-def _thumbnail(path: str, tile_size: int, mtime_ns: int):
-    """A square thumbnail, decoded once per file: the grid shows mostly the same images every epoch."""
-    from PIL import ImageOps
-
-    from transferlab.data.images import load_rgb
-
-    return ImageOps.fit(load_rgb(path), (tile_size, tile_size))
-
-
-def _fit(text: str, font: Any, width: int) -> str:
-    while len(text) > 1 and font.getlength(text) > width:
-        text = text[:-2] + "…"
-    return text
+    """The confusion matrix as drawn by `evaluation.plots`, as an HxWx3 uint8 array."""
+    fig = plot_confusion_matrix(matrix, class_names, f"validation confusion matrix, epoch {epoch}", dpi=80)
+    return figure_array(fig)
 
 
 def _tag(name: str) -> str:
@@ -249,20 +183,3 @@ def _batch_indices(trainer: L.Trainer) -> list[list[int]] | None:
         return [list(b) for b in batch_sampler]
     except TypeError:  # an iterable dataset: no indices
         return None
-
-
-def _val_paths(trainer: L.Trainer) -> list[str] | None:
-    """Validation file paths by dataset index: from the image dataset, or from the image datamodule behind a
-    cached-features datamodule (its val tensors follow the same file order)."""
-    loader = trainer.val_dataloaders
-    if isinstance(loader, list | tuple):
-        loader = loader[0] if loader else None
-    samples = getattr(getattr(loader, "dataset", None), "samples", None)
-    if samples is None:
-        dm = trainer.datamodule
-        images = getattr(dm, "images", dm)
-        if hasattr(images, "scan"):
-            samples = images.scan().val
-    if not samples or not hasattr(samples[0], "path"):
-        return None
-    return [s.path for s in samples]

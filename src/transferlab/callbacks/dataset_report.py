@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -10,12 +9,14 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from transferlab.files import atomic_write_json
+
 
 class DatasetReportCallback(L.Callback):
     """At fit start, write `<default_root_dir>/<filename>` and log the report as TensorBoard text.
 
-    Reads the report from the datamodule (`report_dict()` / `report`, as FolderDataModule provides), or from
-    the one it wraps (frozen runs train on cached features); does nothing when there is none."""
+    Reads the report from the datamodule's `report_dict()` / `report` (FolderDataModule, and
+    CachedFeatureDataModule passing its images' through); does nothing for a datamodule without them."""
 
     def __init__(self, filename: str = "dataset_report.json", tag: str = "dataset/report") -> None:
         self.filename = filename
@@ -24,27 +25,17 @@ class DatasetReportCallback(L.Callback):
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        datamodule = report_source(getattr(trainer, "datamodule", None))
-        if datamodule is None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "report_dict"):
             return
         data = datamodule.report_dict()
         if trainer.default_root_dir:
-            os.makedirs(trainer.default_root_dir, exist_ok=True)
             self.path = os.path.join(trainer.default_root_dir, self.filename)
-            with open(self.path, "w") as f:
-                json.dump(data, f, indent=2)
+            atomic_write_json(self.path, data)
         text = _markdown(datamodule.report.format(limit=50), data)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_text(self.tag, text, global_step=0)
-
-
-def report_source(datamodule: Any) -> Any:
-    """The datamodule holding the report: this one, or the one a wrapper trains from (e.g. cached features)."""
-    if datamodule is None or hasattr(datamodule, "report_dict"):
-        return datamodule
-    inner = [v for v in vars(datamodule).values() if isinstance(v, L.LightningDataModule) and hasattr(v, "report_dict")]
-    return inner[0] if inner else None
 
 
 def _markdown(report: str, data: dict[str, Any]) -> str:

@@ -1,8 +1,8 @@
-"""Callbacks that make a run report what the seeds' tutorials report: best accuracy, epoch, time, sizes."""
+"""RunSummary: a run reports what the tutorials report (best accuracy and its epoch, time, sizes) and saves it
+as summary.json, the record sweeps, Optuna and the sweep report read."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -12,9 +12,14 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from transferlab.files import atomic_write_json
+
 
 class RunSummary(L.Callback):
-    """Track the best val/acc epoch and wall time; print and save a summary at the end of fit.
+    """Note the epoch of the best val/acc and the wall time; print and save a summary at the end of fit.
+
+    The best accuracy itself is the module's: it tracks it (a MaxMetric that survives resume) and logs it as
+    `val/acc_best`; this callback only reads it and notes the epoch at which it was reached.
 
     The summary is also what the train task returns (and what sweeps and Optuna read). A run whose training
     loss turns NaN/inf has diverged: it stops at once with an error naming the step, so a sweep records the job
@@ -23,8 +28,11 @@ class RunSummary(L.Callback):
     def __init__(self, filename: str = "summary.json", stop_on_nonfinite_loss: bool = True) -> None:
         self.filename = filename
         self.stop_on_nonfinite_loss = stop_on_nonfinite_loss
-        self.best_acc = -math.inf
-        self.best_epoch = -1
+        self.best_epoch = -1  # the epoch whose val/acc first reached the logged val/acc_best
+        # The val/acc_best the module had logged when best_epoch was noted: tells an improvement from a tie,
+        # including right after a resume (restored with best_epoch), and stands in for val/acc_best when a
+        # resumed run validates no more.
+        self._noted_best = -math.inf
         self.start = time.perf_counter()  # the run's clock: includes data preparation and feature caching
         self.train_images = 0
         self.train_phase_s = 0.0  # time in training batches, data loading included, validation excluded
@@ -60,16 +68,24 @@ class RunSummary(L.Callback):
         # on_validation_end, not *_epoch_end: callback epoch-end hooks run before the module logs val/acc.
         if trainer.sanity_checking:
             return
-        acc = trainer.callback_metrics.get("val/acc")
-        if acc is not None and float(acc) > self.best_acc:
-            self.best_acc, self.best_epoch = float(acc), trainer.current_epoch
+        acc, best = _logged(trainer, "val/acc"), _logged(trainer, "val/acc_best")
+        if acc is not None and best is not None and acc == best and best > self._noted_best:
+            self._noted_best, self.best_epoch = best, trainer.current_epoch
+
+    def best_acc(self, trainer: L.Trainer) -> float | None:
+        """The module's val/acc_best as last logged (None before any validation)."""
+        best = _logged(trainer, "val/acc_best")
+        if best is None and self._noted_best > -math.inf:
+            best = self._noted_best  # resumed after the last validation: nothing logged in this process
+        return best
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_acc": self.best_acc, "best_epoch": self.best_epoch}
+        # the noted value keeps the key older checkpoints hold it under
+        return {"best_epoch": self.best_epoch, "best_acc": self._noted_best}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.best_acc = state_dict["best_acc"]
         self.best_epoch = state_dict["best_epoch"]
+        self._noted_best = state_dict.get("best_acc", -math.inf)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         wall = time.perf_counter() - self.start
@@ -79,7 +95,7 @@ class RunSummary(L.Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         self.summary = {
             "status": "ok",
-            "val/acc_best": self.best_acc if self.best_acc > -math.inf else None,
+            "val/acc_best": self.best_acc(trainer),
             "best_epoch": self.best_epoch,
             "val/loss": metrics.get("val/loss"),
             "epochs": trainer.current_epoch,
@@ -114,9 +130,12 @@ class RunSummary(L.Callback):
             ])
         )
         if trainer.default_root_dir:
-            os.makedirs(trainer.default_root_dir, exist_ok=True)
-            with open(os.path.join(trainer.default_root_dir, self.filename), "w") as f:
-                json.dump(s, f, indent=2)
+            atomic_write_json(os.path.join(trainer.default_root_dir, self.filename), s)
+
+
+def _logged(trainer: L.Trainer, key: str) -> float | None:
+    value = trainer.callback_metrics.get(key)
+    return None if value is None else float(value)
 
 
 def _peak_memory_mb() -> float:

@@ -48,7 +48,8 @@ class FolderDataModule(L.LightningDataModule):
     """`root/train/<class>/*` + `root/val/<class>/*`, or `root/<class>/*` split by `val_fraction`.
 
     Class names and the label mapping come from the training folder. Transforms follow the backbone's
-    `InputSpec`, which the training task sets with `set_input_spec` once the model exists.
+    `InputSpec`, which the training task sets with `set_input_spec` once the model exists. What callbacks
+    read (`class_names`, `val_files`, `report`, `report_dict()`) `CachedFeatureDataModule` passes through.
 
     The first `scan()` runs the dataset doctor (`transferlab.data.doctor`): layout errors stop here, before
     any model is built; unreadable or over-size files (`max_pixels`) are skipped with a warning listing each
@@ -164,6 +165,11 @@ class FolderDataModule(L.LightningDataModule):
     @property
     def class_names(self) -> list[str]:
         return self.scan().class_names
+
+    @property
+    def val_files(self) -> list[str]:
+        """Validation image paths by dataset index (the order of `val_dataloader()`'s dataset)."""
+        return [s.path for s in self.scan().val]
 
     def set_input_spec(self, spec: InputSpec) -> None:
         self.input_spec = spec

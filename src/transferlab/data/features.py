@@ -122,6 +122,24 @@ class CachedFeatureDataModule(L.LightningDataModule):
         self.cache_path: Path | None = None
         self.cache_hit = False
 
+    # --- what callbacks read: the image datamodule's, passed through (same names as FolderDataModule) -------
+    @property
+    def class_names(self) -> list[str]:
+        return self.images.class_names
+
+    @property
+    def val_files(self) -> list[str]:
+        """Validation image paths by dataset index: the cached val tensors follow the same file order."""
+        return self.images.val_files
+
+    @property
+    def report(self) -> Any:
+        """The dataset doctor's report of the images behind the features (None until scanned)."""
+        return self.images.report
+
+    def report_dict(self) -> dict[str, Any]:
+        return self.images.report_dict()
+
     def prepare_data(self) -> None:
         self.images.prepare_data()
 

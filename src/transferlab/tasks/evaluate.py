@@ -1,9 +1,9 @@
 """The eval task: `python eval.py ckpt_path=<ckpt or run dir> [dataset=... dataset.root=...] [split=val]`.
 
-Scores a checkpoint honestly on a split: accuracy, top-k, macro/weighted precision, recall and F1, a
-per-class table, the confusion matrix, calibration (reliability diagram + ECE) and the most confidently wrong
-images. Every number comes from torchmetrics. A dataset whose classes differ from the checkpoint's is refused:
-scoring it would silently compare labels under a shifted mapping.
+Scores a checkpoint honestly on a split: which data (the run's own, or the one named; a dataset whose classes
+differ from the checkpoint's is refused, since scoring it would compare labels under a shifted mapping), load,
+classify, write the files, print the report. The numbers and figures themselves come from
+`transferlab.evaluation` (metrics.py, plots.py), shared with the training dashboards.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,20 +20,12 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassCalibrationError,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-    MulticlassStatScores,
-)
 
 from transferlab.config import register_resolvers
 from transferlab.data.datamodule import default_num_workers
 from transferlab.data.folders import FolderSplits, Sample
-from transferlab.data.images import load_rgb
+from transferlab.evaluation.metrics import compute_metrics, confident_mistakes
+from transferlab.evaluation.plots import plot_confusion_matrix, plot_mistakes, plot_reliability, save_figure
 from transferlab.inference import Classifier, Skipped, load_classifier
 
 log = logging.getLogger(__name__)
@@ -94,7 +85,7 @@ def split_samples(splits: FolderSplits, split: str) -> list[Sample]:
     return {"val": splits.val, "train": splits.train, "all": splits.train + splits.val}[split]
 
 
-# --- metrics --------------------------------------------------------------------------------------------
+# --- the run ----------------------------------------------------------------------------------------------
 @dataclass
 class Evaluation:
     """Everything an evaluation measured, ready to be written or shown."""
@@ -114,52 +105,9 @@ class Evaluation:
     def preds(self) -> torch.Tensor:
         return self.probs.argmax(dim=-1)
 
-
-def reliability_bins(probs: torch.Tensor, targets: torch.Tensor, n_bins: int) -> list[dict[str, float]]:
-    """Per confidence bin: count, accuracy and mean confidence (the reliability diagram's bars).
-
-    Same equal-width bins as torchmetrics' calibration error, a confidence of exactly 1.0 in the last bin."""
-    conf, pred = probs.max(dim=-1)
-    correct = (pred == targets).float()
-    edges = torch.linspace(0, 1, n_bins + 1)
-    index = (torch.bucketize(conf, edges, right=True) - 1).clamp(0, n_bins - 1)
-    bins = []
-    for b in range(n_bins):
-        mask = index == b
-        n = int(mask.sum())
-        bins.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": n,
-                     "accuracy": float(correct[mask].mean()) if n else math.nan,
-                     "confidence": float(conf[mask].mean()) if n else math.nan})
-    return bins
-
-
-def compute_metrics(probs: torch.Tensor, targets: torch.Tensor, class_names: list[str], top_k: int = 5,
-                    n_bins: int = 15) -> tuple[dict[str, float], list[dict[str, Any]], torch.Tensor, list[dict]]:
-    """Summary metrics, per-class rows, confusion matrix and reliability bins, all from torchmetrics."""
-    c = len(class_names)
-
-    def score(metric) -> torch.Tensor:
-        return metric(probs, targets)
-
-    metrics: dict[str, float] = {"accuracy": float(score(MulticlassAccuracy(c, average="micro")))}
-    if 1 < top_k < c:
-        metrics[f"top{top_k}_accuracy"] = float(score(MulticlassAccuracy(c, top_k=top_k, average="micro")))
-    for name, cls in (("precision", MulticlassPrecision), ("recall", MulticlassRecall), ("f1", MulticlassF1Score)):
-        for average in ("macro", "weighted"):
-            metrics[f"{name}_{average}"] = float(score(cls(c, average=average)))
-    metrics["ece"] = float(score(MulticlassCalibrationError(c, n_bins=n_bins, norm="l1")))
-
-    precision = score(MulticlassPrecision(c, average="none"))
-    recall = score(MulticlassRecall(c, average="none"))
-    f1 = score(MulticlassF1Score(c, average="none"))
-    stats = score(MulticlassStatScores(c, average="none"))  # per class: tp, fp, tn, fn, support
-    per_class = [
-        {"class": name, "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-         "support": int(stats[i, 4]), "tp": int(stats[i, 0]), "fp": int(stats[i, 1]), "fn": int(stats[i, 3])}
-        for i, name in enumerate(class_names)
-    ]
-    confusion = score(MulticlassConfusionMatrix(c))
-    return metrics, per_class, confusion, reliability_bins(probs, targets, n_bins)
+    def mistakes(self, limit: int) -> list[dict[str, Any]]:
+        """The `limit` most confidently wrong predictions (file, true, predicted, prob)."""
+        return confident_mistakes(self.probs, self.targets, self.files, self.class_names, limit)
 
 
 def evaluate_samples(clf: Classifier, samples: list[Sample], label_map: list[int], batch_size: int = 32,
@@ -178,102 +126,6 @@ def evaluate_samples(clf: Classifier, samples: list[Sample], label_map: list[int
     metrics["num_skipped"] = len(out.skipped)
     return Evaluation(clf.class_names, [files[i] for i in out.kept], targets, out.probs, metrics, per_class,
                       confusion, bins, out.skipped)
-
-
-# --- figures --------------------------------------------------------------------------------------------
-def _figure(**kwargs):
-    """A matplotlib Figure drawn with Agg and never registered with pyplot: no display needed, no global
-    backend switched (safe inside notebooks and training processes)."""
-    from matplotlib.figure import Figure
-
-    return Figure(**kwargs)
-
-
-def plot_confusion(ev: Evaluation, path: Path) -> Path:
-    """Counts in each cell, coloured by the row's share (recall per true class)."""
-    c = len(ev.class_names)
-    cm = ev.confusion.float()
-    share = cm / cm.sum(dim=1, keepdim=True).clamp(min=1)
-    side = min(20.0, max(4.0, 0.55 * c + 2.5))
-    fig = _figure(figsize=(side + 1, side))
-    ax = fig.subplots()
-    im = ax.imshow(share.numpy(), cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    ax.set_xticks(range(c), ev.class_names, rotation=45 if c > 4 else 0, ha="right" if c > 4 else "center")
-    ax.set_yticks(range(c), ev.class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"Confusion matrix (accuracy {ev.metrics['accuracy']:.4f}, {int(cm.sum())} images)")
-    if c <= 30:
-        for i in range(c):
-            for j in range(c):
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=9 if c <= 12 else 6,
-                        color="white" if share[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
-
-
-def plot_calibration(ev: Evaluation, path: Path) -> Path:
-    """Reliability diagram (accuracy vs confidence per bin, gap to the diagonal) over a confidence histogram."""
-    bins = ev.calibration
-    width = bins[0]["high"] - bins[0]["low"]
-    centres = [(b["low"] + b["high"]) / 2 for b in bins]
-    fig = _figure(figsize=(5, 6))
-    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    used = [(c, b["accuracy"], b["confidence"]) for c, b in zip(centres, bins, strict=True) if b["count"]]
-    x, acc, conf = ([u[i] for u in used] for i in range(3))
-    top.bar(x, acc, width=width, edgecolor="black", color="tab:blue", label="accuracy")
-    top.bar(x, [abs(c - a) for a, c in zip(acc, conf, strict=True)], width=width, fill=False,
-            bottom=[min(a, c) for a, c in zip(acc, conf, strict=True)], edgecolor="tab:red", hatch="//",
-            label="gap to mean confidence")
-    top.plot([0, 1], [0, 1], "k--", label="perfect calibration")
-    top.set_ylabel("accuracy")
-    top.set_xlim(0, 1)
-    top.set_ylim(0, 1)
-    top.legend(loc="upper left")
-    top.set_title(f"Reliability diagram: ECE {ev.metrics['ece']:.4f} ({len(bins)} bins)")
-    bottom.bar(centres, [b["count"] for b in bins], width=width, color="gray", edgecolor="black")
-    bottom.set_xlabel("confidence (top-1 probability)")
-    bottom.set_ylabel("images")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
-
-
-def confident_mistakes(ev: Evaluation, limit: int) -> list[dict[str, Any]]:
-    """Wrong predictions, most confident first."""
-    conf, pred = ev.probs.max(dim=-1)
-    wrong = (pred != ev.targets).nonzero().flatten().tolist()
-    wrong.sort(key=lambda i: -float(conf[i]))
-    return [{"file": ev.files[i], "true": ev.class_names[int(ev.targets[i])],
-             "predicted": ev.class_names[int(pred[i])], "prob": float(conf[i])} for i in wrong[:limit]]
-
-
-def plot_mistakes(ev: Evaluation, path: Path, limit: int = 16) -> Path:
-    """A grid of the most confidently wrong images, titled true / predicted (probability)."""
-    mistakes = confident_mistakes(ev, limit)
-    if not mistakes:
-        fig = _figure(figsize=(4, 1.5))
-        ax = fig.subplots()
-        ax.text(0.5, 0.5, "No misclassified images", ha="center", va="center")
-        ax.axis("off")
-    else:
-        cols = min(4, len(mistakes))
-        rows = math.ceil(len(mistakes) / cols)
-        fig = _figure(figsize=(3 * cols, 3.3 * rows))
-        axes = fig.subplots(rows, cols, squeeze=False)
-        for ax in axes.flat:
-            ax.axis("off")
-        for ax, m in zip(axes.flat, mistakes, strict=False):
-            image = load_rgb(m["file"])
-            image.thumbnail((256, 256))
-            ax.imshow(image)
-            ax.set_title(f"true: {m['true']}\npred: {m['predicted']} ({m['prob']:.2f})", fontsize=9, color="tab:red")
-        fig.suptitle("Most confidently wrong")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
 
 
 # --- tables and report ------------------------------------------------------------------------------------
@@ -326,7 +178,7 @@ def write_outputs(ev: Evaluation, out_dir: Path, info: dict[str, Any], mistakes:
     path("metrics.json").write_text(json.dumps({
         **info, "classes": names, "metrics": ev.metrics, "per_class": ev.per_class,
         "confusion_matrix": ev.confusion.tolist(), "calibration_bins": ev.calibration,
-        "confident_mistakes": confident_mistakes(ev, mistakes),
+        "confident_mistakes": ev.mistakes(mistakes),
         "skipped": [{"file": s.source, "error": s.error} for s in ev.skipped],
         "dataset_skipped": ev.dataset_skipped,
     }, indent=2))
@@ -347,9 +199,10 @@ def write_outputs(ev: Evaluation, out_dir: Path, info: dict[str, Any], mistakes:
         for i, file in enumerate(ev.files):
             writer.writerow([file, names[int(ev.targets[i])], names[int(pred[i])], round(float(conf[i]), 6),
                              int(pred[i] == ev.targets[i])])
-    plot_confusion(ev, path("confusion_matrix.png"))
-    plot_calibration(ev, path("calibration.png"))
-    plot_mistakes(ev, path("confident_mistakes.png"), mistakes)
+    title = f"Confusion matrix (accuracy {ev.metrics['accuracy']:.4f}, {int(ev.confusion.sum())} images)"
+    save_figure(plot_confusion_matrix(ev.confusion, names, title), path("confusion_matrix.png"), dpi=120)
+    save_figure(plot_reliability(ev.calibration, ev.metrics["ece"]), path("calibration.png"), dpi=120)
+    save_figure(plot_mistakes(ev.mistakes(mistakes)), path("confident_mistakes.png"), dpi=100)
     return written
 
 

@@ -28,6 +28,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 
+from transferlab.files import atomic_write_json
+
 log = logging.getLogger(__name__)
 
 # Set by a multirun job for the DDP ranks it starts: a failing child rank then exits cleanly (rank 0 records the
@@ -83,9 +85,7 @@ def write_failed_summary(output_dir: Path, error: str) -> Path:
             pass
     summary.setdefault("val/acc_best", None)
     summary.update(status="failed", error=error)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2))
-    return path
+    return atomic_write_json(path, summary)
 
 
 def _is_rank_zero() -> bool:

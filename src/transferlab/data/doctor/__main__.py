@@ -7,12 +7,12 @@ Prints the report (see transferlab.data.doctor) and exits 0 when the data is rea
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 from transferlab.data.doctor import diagnose
 from transferlab.data.images import DEFAULT_MAX_PIXELS
+from transferlab.files import atomic_write_json
 
 
 def default_cache_dir() -> str:
@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(report.format(limit=None if args.all else 20))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report.to_dict(), f, indent=2)
+        atomic_write_json(args.json, report.to_dict())
         print(f"JSON report: {args.json}")
     return 1 if report.errors or (args.strict and report.warnings) else 0
 

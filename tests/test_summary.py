@@ -1,0 +1,85 @@
+"""RunSummary reads the best accuracy the module logs and notes only its epoch, across a resume too."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics import MaxMetric
+
+from transferlab.callbacks.summary import RunSummary
+
+SUMMARY_KEYS = {"status", "val/acc_best", "best_epoch", "val/loss", "epochs", "wall_time_s", "train_images_per_s",
+                "train_phase_s", "train_phase_images_per_s", "trainable_params", "total_params", "classes",
+                "best_checkpoint", "last_checkpoint", "peak_memory_mb"}
+
+
+class Scripted(L.LightningModule):
+    """Logs val/acc from a script, one value per epoch, and val/acc_best as TransferClassifier does."""
+
+    def __init__(self, accs: list[float]) -> None:
+        super().__init__()
+        self.accs = accs
+        self.net = torch.nn.Linear(2, 2)
+        self.class_names = ["a", "b"]
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)
+
+    def parameter_counts(self) -> tuple[int, int]:
+        n = sum(p.numel() for p in self.parameters())
+        return n, n
+
+    def training_step(self, batch, batch_idx):
+        return self.net(batch[0]).sum()
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def on_validation_epoch_end(self) -> None:
+        acc = torch.tensor(self.accs[self.current_epoch])
+        if not self.trainer.sanity_checking:
+            self.val_acc_best.update(acc)
+        self.log("val/acc", acc)
+        self.log("val/loss", 1 - acc)
+        self.log("val/acc_best", self.val_acc_best.compute() if self.val_acc_best.update_called else acc)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def fit(tmp_path, accs: list[float], epochs: int, ckpt_path: str | None = None) -> RunSummary:
+    data = DataLoader(TensorDataset(torch.ones(4, 2), torch.zeros(4, dtype=torch.long)), batch_size=2)
+    summary = RunSummary()
+    trainer = L.Trainer(max_epochs=epochs, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=1,
+                        callbacks=[summary, ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)])
+    trainer.fit(Scripted(accs), data, data, ckpt_path=ckpt_path)
+    return summary
+
+
+def test_best_epoch_is_where_the_logged_best_was_first_reached(tmp_path):
+    summary = fit(tmp_path, [0.5, 0.75, 0.75, 0.6], epochs=4)  # the tie at epoch 2 is no improvement
+    assert summary.summary["val/acc_best"] == 0.75 and summary.summary["best_epoch"] == 1
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert set(written) == SUMMARY_KEYS
+    assert written["val/acc_best"] == 0.75 and written["best_epoch"] == 1
+
+
+def test_resume_keeps_the_best_epoch_and_tells_a_tie_from_an_improvement(tmp_path):
+    accs = [0.5, 0.75, 0.6, 0.75, 0.7, 0.9]
+    fit(tmp_path, accs, epochs=3)
+    last = str(tmp_path / "ckpt" / "last.ckpt")
+    resumed = fit(tmp_path, accs, epochs=5, ckpt_path=last)  # epoch 3 only ties the best of epoch 1
+    assert resumed.summary["val/acc_best"] == 0.75 and resumed.summary["best_epoch"] == 1
+    finished = fit(tmp_path, accs, epochs=6, ckpt_path=last)  # last.ckpt is now epoch 4's
+    assert finished.summary["val/acc_best"] == pytest.approx(0.9) and finished.summary["best_epoch"] == 5
+
+
+def test_resuming_a_finished_run_still_reports_its_best(tmp_path):
+    fit(tmp_path, [0.5, 0.75], epochs=2)
+    again = fit(tmp_path, [0.5, 0.75], epochs=2, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))  # no validation
+    assert again.summary["val/acc_best"] == 0.75 and again.summary["best_epoch"] == 1
