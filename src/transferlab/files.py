@@ -1,4 +1,4 @@
-"""Files that must never be seen half-written, and the identities the on-disk caches are keyed on.
+"""Files that must never be seen half-written, and the digests the on-disk caches are keyed on.
 
 `atomic_writer` is the one atomic write (temp file in the same folder, fsync, rename); the bytes, text, JSON
 and torch writers are built on it. Kept free of torch at import time: the dataset doctor's CLI uses it too.
@@ -10,22 +10,10 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from transferlab.data.folders import Sample
-
-
-def file_identity(samples: Sequence[Sample]) -> list[tuple[str, int, int, int]]:
-    """(path, size, mtime, label) per sample: an edited, replaced or relabelled file changes the key."""
-    out = []
-    for s in samples:
-        st = os.stat(s.path)
-        out.append((s.path, st.st_size, st.st_mtime_ns, s.label))
-    return out
+from typing import IO, Any
 
 
 def digest(payload: Any) -> str:

@@ -23,9 +23,9 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
-from transferlab.data.folders import Sample
+from transferlab.data.folders import Sample, file_identity
 from transferlab.data.images import load_rgb
-from transferlab.files import atomic_save, digest, file_identity
+from transferlab.files import atomic_save, digest
 
 log = logging.getLogger(__name__)
 

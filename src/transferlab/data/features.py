@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
 from transferlab.data.dataset import ImageSamples
-from transferlab.data.folders import Sample
+from transferlab.data.folders import Sample, file_identity
 from transferlab.data.transforms import eval_transform, train_transform
-from transferlab.files import atomic_save, digest, file_identity
+from transferlab.files import atomic_save, digest
 
 log = logging.getLogger(__name__)
 

@@ -39,6 +39,16 @@ class Sample:
     label: int
 
 
+def file_identity(samples: Sequence[Sample]) -> list[tuple[str, int, int, int]]:
+    """(path, size, mtime, label) per sample, what the on-disk caches are keyed on: an edited, replaced or
+    relabelled file changes the key."""
+    out = []
+    for s in samples:
+        st = os.stat(s.path)
+        out.append((s.path, st.st_size, st.st_mtime_ns, s.label))
+    return out
+
+
 @dataclass
 class FolderSplits:
     """The result of scanning a dataset root."""
