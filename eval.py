@@ -6,14 +6,14 @@ from omegaconf import DictConfig
 
 from transferlab.config import register_resolvers
 from transferlab.tasks.errors import reported
-from transferlab.tasks.evaluate import ClassMismatchError, run
+from transferlab.tasks.evaluate import ClassMismatchError, RunDirError, run
 
 register_resolvers()  # before Hydra resolves paths (${launch_dir:}) and the run dir
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
-    with reported(ClassMismatchError):
+    with reported(ClassMismatchError, RunDirError):
         return run(cfg)["accuracy"]
 
 

@@ -22,9 +22,10 @@ from transferlab.evaluation.metrics import compute_metrics
 from transferlab.inference import load_classifier
 from transferlab.tasks.evaluate import (
     ClassMismatchError,
+    RunDirError,
     check_classes,
     evaluate_checkpoint,
-    training_dataset_config,
+    training_data,
 )
 from transferlab.tasks.predict import expand_inputs, folder_labels
 
@@ -166,6 +167,39 @@ def test_a_checkpoint_outside_its_run_needs_a_dataset(tmp_path, tiny_run):
 
 def test_training_dataset_is_found_from_another_working_directory(tmp_path, tiny_run, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    node = training_dataset_config(Path(tiny_run["best_checkpoint"]))
-    assert Path(node.root) == Path(tiny_run["data"])
-    assert OmegaConf.is_config(node) and node.split_seed == 42
+    data = training_data(Path(tiny_run["best_checkpoint"]))
+    assert Path(data["root"]) == Path(tiny_run["data"])
+    assert data["split_seed"] == 42
+
+
+def _copy_run(tiny_run: dict, dest: Path) -> Path:
+    run_dir = Path(tiny_run["best_checkpoint"]).parent.parent
+    shutil.copytree(run_dir, dest)
+    return dest
+
+
+def test_someone_elses_run_directory_is_data_nothing_in_it_runs(tmp_path, tiny_run):
+    """eval.py reads a run dir's .hydra/config.yaml for the data only; its `_target_`s are never called."""
+    run = _copy_run(tiny_run, tmp_path / "theirs")
+    marker = tmp_path / "pwned"
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    cfg.dataset._target_ = "builtins.open"
+    cfg.dataset.prepare = {"_target_": "pathlib.Path.write_text", "self": str(marker), "data": "x"}
+    cfg.callbacks = {"evil": {"_target_": "pathlib.Path.touch", "self": str(marker)}}
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    ev = evaluate_checkpoint(str(run), output_dir=None, progress=False)
+    assert not marker.exists()
+    assert ev.metrics["num_images"] > 0
+
+
+@pytest.mark.parametrize("value", ["[1, 2]", "{a: 1}", "not-a-number"])
+def test_a_run_directory_with_bad_data_settings_is_named(tmp_path, tiny_run, value):
+    run = _copy_run(tiny_run, tmp_path / "bad")
+    config = run / ".hydra" / "config.yaml"
+    key = "root" if value != "not-a-number" else "val_fraction"
+    cfg = OmegaConf.load(config)
+    cfg.dataset[key] = OmegaConf.create({"v": __import__("yaml").safe_load(value)}).v
+    OmegaConf.save(cfg, config)
+    with pytest.raises(RunDirError, match=f"dataset.{key}") as err:
+        evaluate_checkpoint(str(run), output_dir=None, progress=False)
+    assert str(config) in str(err.value)

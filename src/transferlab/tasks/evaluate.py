@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.config import register_resolvers
-from transferlab.data.datamodule import default_num_workers
+from transferlab.data.datamodule import FolderDataModule, default_num_workers
 from transferlab.data.folders import FolderSplits, Sample
 from transferlab.evaluation.metrics import compute_metrics, confident_mistakes
 from transferlab.evaluation.plots import plot_confusion_matrix, plot_mistakes, plot_reliability, save_figure
@@ -56,27 +56,51 @@ def check_classes(dataset_classes: list[str], model_classes: list[str], where: s
     return [model_classes.index(c) for c in dataset_classes]
 
 
-def training_dataset_config(ckpt: Path) -> DictConfig:
-    """The `dataset` node of the run that wrote `ckpt`, resolved as it was (paths from the run's launch dir)."""
+class RunDirError(ValueError):
+    """A training run directory's recorded config cannot say which data it trained on."""
+
+
+# The only fields read from a training run's .hydra/config.yaml, with their types. The file is data: nothing in
+# it is instantiated (its `dataset._target_` and `dataset.prepare` are ignored), whoever wrote it.
+_RUN_DATA_FIELDS = {"root": str, "val_fraction": (int, float), "split_seed": int, "max_pixels": int,
+                    "on_bad_file": str}
+
+
+def training_data(ckpt: Path) -> dict[str, Any]:
+    """The data settings of the run that wrote `ckpt` (root resolved from the run's launch directory), as
+    validated plain values for `FolderDataModule`."""
     run_dir = next((d for d in (ckpt.parent.parent, ckpt.parent) if (d / ".hydra" / "config.yaml").is_file()), None)
     if run_dir is None:
         raise FileNotFoundError(
             f"{ckpt} is not inside a training run directory (no .hydra/config.yaml beside it), so the data it "
             "was trained on is unknown. Name the data: dataset=folder dataset.root=/path/to/images."
         )
-    saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    hydra_file = run_dir / ".hydra" / "hydra.yaml"
-    cwd = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd") if hydra_file.is_file() else None
-    cwd = cwd or os.getcwd()
-    # The two paths Hydra's runtime filled in at training time; everything else resolves as it did then.
-    OmegaConf.update(saved, "paths.root_dir", cwd, force_add=True)
-    OmegaConf.update(saved, "paths.output_dir", str(run_dir), force_add=True)
-    register_resolvers()
-    node = OmegaConf.create(OmegaConf.to_container(saved.dataset, resolve=True))
-    root = os.path.expanduser(node.root)
-    node.root = os.path.normpath(root if os.path.isabs(root) else os.path.join(cwd, root))
-    log.info("Dataset from the training run %s: %s", run_dir, node.root)
-    return node
+    config_file = run_dir / ".hydra" / "config.yaml"
+    try:
+        saved = OmegaConf.load(config_file)
+        hydra_file = run_dir / ".hydra" / "hydra.yaml"
+        cwd = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd") if hydra_file.is_file() else None
+        cwd = cwd if isinstance(cwd, str) else os.getcwd()
+        # The two paths Hydra's runtime filled in at training time; the fields below resolve as they did then.
+        OmegaConf.update(saved, "paths.root_dir", cwd, force_add=True)
+        OmegaConf.update(saved, "paths.output_dir", str(run_dir), force_add=True)
+        register_resolvers()
+        values = {key: OmegaConf.select(saved, f"dataset.{key}", default=None) for key in _RUN_DATA_FIELDS}
+    except Exception as e:  # YAML or interpolation errors: the file is someone else's, name it
+        raise RunDirError(f"{config_file}: cannot read the training data settings ({type(e).__name__}: {e}). "
+                          "Name the data: dataset=folder dataset.root=/path/to/images.") from None
+    for key, types in _RUN_DATA_FIELDS.items():
+        value = values[key]
+        if value is None and key != "root":
+            values.pop(key)
+            continue
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise RunDirError(f"{config_file}: dataset.{key}={value!r} is not a valid value. "
+                              "Name the data: dataset=folder dataset.root=/path/to/images.")
+    root = os.path.expanduser(values["root"])
+    values["root"] = os.path.normpath(root if os.path.isabs(root) else os.path.join(cwd, root))
+    log.info("Dataset from the training run %s: %s", run_dir, values["root"])
+    return values
 
 
 def split_samples(splits: FolderSplits, split: str) -> list[Sample]:
@@ -213,9 +237,11 @@ def evaluate_checkpoint(ckpt_path: str, dataset: DictConfig | None = None, split
                         mistakes: int = 16, progress: bool = True) -> Evaluation:
     """Python API of `eval.py`: evaluate a checkpoint on a split and (optionally) write every output."""
     clf = load_classifier(ckpt_path, device=device)
-    node = dataset if dataset is not None else training_dataset_config(clf.checkpoint)
-    datamodule = instantiate(node)
-    datamodule.prepare_data()
+    if dataset is not None:  # the user's own config: its _target_ and prepare step are theirs to run
+        datamodule = instantiate(dataset)
+        datamodule.prepare_data()
+    else:
+        datamodule = FolderDataModule(**training_data(clf.checkpoint))
     splits = datamodule.scan()
     label_map = check_classes(splits.class_names, clf.class_names, f"dataset.root={datamodule.root}")
     samples = split_samples(splits, split)
