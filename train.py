@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from transferlab.config import register_resolvers
+from transferlab.tasks.errors import reported
 from transferlab.tasks.job import run_job
 
 register_resolvers()  # before Hydra resolves paths (also the sweep dir, before any job runs)
@@ -13,7 +14,8 @@ register_resolvers()  # before Hydra resolves paths (also the sweep dir, before 
 def main(cfg: DictConfig) -> float | None:
     # val/acc_best, the value sweepers (e.g. Optuna) optimise; in a multirun a failed job returns None and the
     # sweep goes on (see transferlab.tasks.job).
-    return run_job(cfg)
+    with reported():
+        return run_job(cfg)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from transferlab.config.checks import ConfigValueError
 from transferlab.data.folders import DatasetLayoutError
 from transferlab.data.images import BadImageError
 from transferlab.models.backbones import WeightsUnavailableError
@@ -20,7 +21,7 @@ EXIT_USER_ERROR = 2
 
 # Errors whose message names the file, key or value at fault and a way out.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    CheckpointError, DatasetLayoutError, BadImageError, WeightsUnavailableError, FileNotFoundError,
+    ConfigValueError, CheckpointError, DatasetLayoutError, BadImageError, WeightsUnavailableError, FileNotFoundError,
 )
 
 

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.callbacks.summary import RunSummary
 from transferlab.config import flatten, register_resolvers, to_plain
+from transferlab.config.checks import check_train_config
 from transferlab.data.features import CachedFeatureDataModule
 from transferlab.models.checkpoint import resolve_checkpoint
 from transferlab.models.classifier import TransferClassifier
@@ -89,6 +90,7 @@ def cached_features(cfg: DictConfig, model: TransferClassifier, datamodule, trai
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job and return its summary (val/acc_best, checkpoints, timings...)."""
     OmegaConf.resolve(cfg)  # fail now, naming the key, rather than mid-training
+    check_train_config(cfg)  # and out-of-range values, before any data or model
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset)
