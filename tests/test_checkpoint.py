@@ -174,3 +174,15 @@ def test_command_line_tools_refuse_a_hostile_file_with_one_line(tmp_path, tiny_f
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and str(path) in last and field in last, proc.stderr[-2000:]
     assert "HYDRA_FULL_ERROR" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_tiny_input_is_predicted_with_a_warning_naming_it(tmp_path, caplog):
+    from PIL import Image
+
+    dot = tmp_path / "dot.png"
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(dot)
+    clf = load_classifier(LEGACY / "last.ckpt", device="cpu")
+    with caplog.at_level("WARNING", logger="transferlab.inference"):
+        preds = clf.predict([dot])
+    assert len(preds) == 1
+    assert any(str(dot) in r.getMessage() and "1x1" in r.getMessage() for r in caplog.records)

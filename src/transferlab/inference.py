@@ -79,11 +79,15 @@ def _source_name(item: Any, index: int) -> str:
 
 
 class _Inputs(Dataset):
-    """Paths or PIL images -> (index, tensor or None, error or None); a bad input never raises."""
+    """Paths or PIL images -> (index, tensor or None, error or None); a bad input never raises.
 
-    def __init__(self, items: Sequence[Any], transform) -> None:
+    An image whose shorter side is under `min_side` is classified, with a warning: upscaled that far, its
+    prediction says little (a 1x1 image becomes a flat colour)."""
+
+    def __init__(self, items: Sequence[Any], transform, min_side: int = 0) -> None:
         self.items = items
         self.transform = transform
+        self.min_side = min_side
 
     def __len__(self) -> int:
         return len(self.items)
@@ -92,6 +96,9 @@ class _Inputs(Dataset):
         item = self.items[index]
         try:
             image = load_rgb(os.fspath(item)) if isinstance(item, str | os.PathLike) else to_rgb(item)
+            if min(image.size) < self.min_side:
+                log.warning("%s is %dx%d px, far below the model's %d px input: it is upscaled, so its prediction "
+                            "is unreliable.", _source_name(item, index), *image.size, self.min_side * 4)
             return index, self.transform(image), None
         except Exception as e:  # decoding, truncated files, degenerate sizes: report and go on
             message = str(e) if isinstance(e, OSError) and _source_name(item, index) in str(e) else (
@@ -135,7 +142,8 @@ class Classifier:
         for i, item in enumerate(items):
             if not isinstance(item, str | os.PathLike | Image.Image):
                 raise TypeError(f"inputs[{i}] is a {type(item).__name__}; pass file paths or PIL images.")
-        loader = DataLoader(_Inputs(items, self.transform), batch_size=batch_size, num_workers=num_workers,
+        dataset = _Inputs(items, self.transform, min_side=self.input_spec.image_size // 4)
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
                             collate_fn=_collate, shuffle=False)
         chunks, kept, skipped = [], [], []
         from tqdm import tqdm
