@@ -104,6 +104,28 @@ def resolve_checkpoint(spec: str | os.PathLike, default: str = "best") -> Path:
     return found
 
 
+def _is_intact(path: Path) -> bool:
+    """Every member of the checkpoint's zip archive is present and passes its CRC (a truncated or scribbled
+    file does not), without building a tensor."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+
+
+def readable_checkpoint(path: Path) -> Path:
+    """`path` if it is intact; otherwise an error naming it and offering the newest intact checkpoint beside it."""
+    if _is_intact(path):
+        return path
+    others = sorted((p for p in path.parent.glob("*.ckpt") if p != path), key=lambda p: p.stat().st_mtime,
+                    reverse=True)
+    newest = next((p for p in others if _is_intact(p)), None)
+    offer = (f"The newest readable checkpoint beside it is {newest}: resume with ckpt_path={newest}"
+             if newest else f"No other readable checkpoint is in {path.parent}; start a new run")
+    raise CheckpointError(f"{path} is unreadable (truncated or corrupt). {offer}.")
+
+
 # --- validating ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelDescription:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from transferlab.callbacks.checkpoint_io import CheckpointSaveError
 from transferlab.config.checks import ConfigValueError
 from transferlab.data.folders import DatasetLayoutError
 from transferlab.data.images import BadImageError
@@ -21,7 +22,8 @@ EXIT_USER_ERROR = 2
 
 # Errors whose message names the file, key or value at fault and a way out.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigValueError, CheckpointError, DatasetLayoutError, BadImageError, WeightsUnavailableError, FileNotFoundError,
+    ConfigValueError, CheckpointError, CheckpointSaveError, DatasetLayoutError, BadImageError,
+    WeightsUnavailableError, FileNotFoundError,
 )
 
 

@@ -12,11 +12,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab.callbacks.checkpoint_io import AtomicCheckpointIO
 from transferlab.callbacks.summary import RunSummary
 from transferlab.config import flatten, register_resolvers, to_plain
 from transferlab.config.checks import check_train_config
 from transferlab.data.features import CachedFeatureDataModule
-from transferlab.models.checkpoint import resolve_checkpoint
+from transferlab.models.checkpoint import readable_checkpoint, resolve_checkpoint
 from transferlab.models.classifier import TransferClassifier
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = _instantiate_all(cfg.get("callbacks"))
     if not loggers:  # logger=none: LearningRateMonitor has nowhere to write and would refuse to start
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                     plugins=[AtomicCheckpointIO()])
 
     hparams = flatten(to_plain(cfg))
     hparams["dataset/classes"] = ",".join(datamodule.class_names)
@@ -115,7 +117,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if use_feature_cache(cfg.dataset.get("cache_features", "auto"), model):
         fit_data = cached_features(cfg, model, datamodule, trainer)
     ckpt_path = cfg.get("ckpt_path")
-    trainer.fit(model, datamodule=fit_data, ckpt_path=resolve_checkpoint(ckpt_path, "last") if ckpt_path else None)
+    resume = readable_checkpoint(resolve_checkpoint(ckpt_path, "last")) if ckpt_path else None
+    trainer.fit(model, datamodule=fit_data, ckpt_path=resume)
 
     summary_cb = next((c for c in trainer.callbacks if isinstance(c, RunSummary)), None)
     summary = dict(summary_cb.summary) if summary_cb else {}
