@@ -17,6 +17,7 @@ from transferlab.data.doctor import BAD_FILE_CODES, BadFilesError, DatasetReport
 from transferlab.data.folders import DatasetLayoutError, FolderSplits
 from transferlab.data.images import DEFAULT_MAX_PIXELS
 from transferlab.data.input_spec import InputSpec
+from transferlab.data.loaders import training_loader
 from transferlab.data.transforms import eval_transform, train_transform
 
 log = logging.getLogger(__name__)
@@ -197,16 +198,17 @@ class FolderDataModule(L.LightningDataModule):
         self.val_set = ImageSamples(splits.val, val_tf, **policy)
 
     def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
+        settings = {
+            "batch_size": batch_size,
             # A last training batch of one image breaks BatchNorm; drop the remainder (it is reshuffled).
-            drop_last=shuffle and len(dataset) > batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
-        )
+            "drop_last": shuffle and len(dataset) > batch_size,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": self.pin_memory,
+        }
+        if shuffle:
+            return training_loader(dataset, seed=self.split_seed, trainer=self.trainer, **settings)
+        return DataLoader(dataset, shuffle=False, **settings)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from transferlab.data.dataset import ImageSamples
 from transferlab.data.folders import Sample, file_identity
+from transferlab.data.loaders import training_loader
 from transferlab.data.transforms import eval_transform, train_transform
 from transferlab.files import atomic_save, digest
 
@@ -190,8 +191,8 @@ class CachedFeatureDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = _ViewDataset(self.train_features, self.train_labels)
-        return DataLoader(ds, batch_size=self.images.batch_size, shuffle=True,
-                          drop_last=len(ds) > self.images.batch_size)
+        return training_loader(ds, seed=self.seed, trainer=self.trainer, batch_size=self.images.batch_size,
+                               drop_last=len(ds) > self.images.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         ds = torch.utils.data.TensorDataset(self.val_features, self.val_labels)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from transferlab.callbacks.checkpoint_io import CheckpointSaveError
+from transferlab.callbacks.interrupt import RunInterrupted
 from transferlab.config.checks import ConfigValueError
 from transferlab.data.folders import DatasetLayoutError
 from transferlab.data.images import BadImageError
@@ -32,6 +33,9 @@ def reported(*extra: type[BaseException]) -> Iterator[None]:
     """Turn a user error into `error: <message>` on stderr and exit status 2."""
     try:
         yield
+    except RunInterrupted as e:  # not an error: a resumable stop, told by its exit code (130, 143, ...)
+        print(str(e), file=sys.stderr)
+        sys.exit(e.exit_code)
     except (*USER_ERRORS, *extra) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

@@ -28,6 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 
+from transferlab.callbacks.interrupt import RunInterrupted
 from transferlab.files import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig], dict[str, Any]] | None
         _resume_if_requeued(cfg, output_dir)
         with _ddp_children_rerun_this_job(hydra_cfg, in_sweep):
             summary = task(cfg)
+    except RunInterrupted:  # a stop request ends the sweep too; the job's summary says how to resume
+        raise
     except Exception as e:
         if not in_sweep:
             raise

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.callbacks.checkpoint_io import AtomicCheckpointIO
+from transferlab.callbacks.interrupt import GracefulInterrupt, RunInterrupted
 from transferlab.callbacks.summary import RunSummary
 from transferlab.config import flatten, register_resolvers, to_plain
 from transferlab.config.checks import check_train_config
@@ -88,7 +93,17 @@ def cached_features(cfg: DictConfig, model: TransferClassifier, datamodule, trai
     return data
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def resume_command(cfg: DictConfig) -> str:
+    """The command that continues this run in its own directory from `{ckpt}` (filled in on interruption)."""
+    overrides: list[str] = []
+    run_dir = str(cfg.paths.output_dir)
+    if HydraConfig.initialized():
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "hydra."))]
+    words = ["python", "train.py", *overrides, "ckpt_path={ckpt}", f"hydra.run.dir={run_dir}"]
+    return " ".join(w if w == "ckpt_path={ckpt}" else shlex.quote(w) for w in words)
+
+
+def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
     """Run one training job and return its summary (val/acc_best, checkpoints, timings...)."""
     OmegaConf.resolve(cfg)  # fail now, naming the key, rather than mid-training
     check_train_config(cfg)  # and out-of-range values, before any data or model
@@ -101,7 +116,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("Input: %s", model.input_spec)
 
     loggers = _instantiate_all(cfg.get("logger"))
-    callbacks = _instantiate_all(cfg.get("callbacks"))
+    callbacks = [*_instantiate_all(cfg.get("callbacks")), *extra_callbacks]
     if not loggers:  # logger=none: LearningRateMonitor has nowhere to write and would refuse to start
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
@@ -118,7 +133,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         fit_data = cached_features(cfg, model, datamodule, trainer)
     ckpt_path = cfg.get("ckpt_path")
     resume = readable_checkpoint(resolve_checkpoint(ckpt_path, "last")) if ckpt_path else None
-    trainer.fit(model, datamodule=fit_data, ckpt_path=resume)
+    interrupt = next((c for c in trainer.callbacks if isinstance(c, GracefulInterrupt)), None)
+    if interrupt is not None:
+        interrupt.resume_command = resume_command(cfg)
+    try:
+        trainer.fit(model, datamodule=fit_data, ckpt_path=resume)
+    except SIGTERMException:  # Lightning's stop request (SIGTERM, or Ctrl-C/SIGUSR1 through GracefulInterrupt)
+        if interrupt is None or interrupt.signum is None:
+            raise
+        checkpoint = interrupt.checkpoint
+        raise RunInterrupted(interrupt.signum, checkpoint, interrupt.command(str(checkpoint))) from None
 
     summary_cb = next((c for c in trainer.callbacks if isinstance(c, RunSummary)), None)
     summary = dict(summary_cb.summary) if summary_cb else {}
