@@ -11,7 +11,7 @@ SRC = ROOT / "src"
 
 # Lower number = lower layer. A module may import its own layer or any lower one.
 LAYERS = {
-    "transferlab.config": 0, "transferlab.files": 0,
+    "transferlab.config": 0, "transferlab.files": 0, "transferlab.provenance": 0,
     "transferlab.data": 1,
     "transferlab.models": 2, "transferlab.evaluation": 2,
     "transferlab.callbacks": 3, "transferlab.inference": 3, "transferlab.sweep_report": 3,

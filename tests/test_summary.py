@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import metadata
 
 import lightning as L
 import pytest
@@ -15,7 +16,8 @@ from transferlab.callbacks.summary import RunSummary
 
 SUMMARY_KEYS = {"status", "val/acc_best", "best_epoch", "val/loss", "epochs", "wall_time_s", "train_images_per_s",
                 "train_phase_s", "train_phase_images_per_s", "trainable_params", "total_params", "classes",
-                "best_checkpoint", "last_checkpoint", "peak_memory_mb"}
+                "best_checkpoint", "last_checkpoint", "peak_memory_mb", "device", "precision", "seed", "versions",
+                "git"}
 
 
 class Scripted(L.LightningModule):
@@ -83,3 +85,18 @@ def test_resuming_a_finished_run_still_reports_its_best(tmp_path):
     fit(tmp_path, [0.5, 0.75], epochs=2)
     again = fit(tmp_path, [0.5, 0.75], epochs=2, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))  # no validation
     assert again.summary["val/acc_best"] == 0.75 and again.summary["best_epoch"] == 1
+
+
+def test_the_summary_records_seed_versions_and_the_code_commit(tmp_path):
+    L.seed_everything(1234)
+    summary = RunSummary()
+    trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[summary])
+    trainer.fit(Scripted([0.5]), DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2),
+                DataLoader(TensorDataset(torch.randn(2, 2)), batch_size=2))
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["seed"] == 1234
+    assert written["versions"]["torch"] == metadata.version("torch")
+    assert written["versions"]["lightning"] == L.__version__
+    assert written["git"] is None or len(written["git"]["commit"]) == 40
+    assert written["device"] == "cpu" and written["precision"] == "32-true"

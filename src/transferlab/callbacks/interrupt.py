@@ -31,6 +31,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from transferlab.files import atomic_write_json
+from transferlab.provenance import provenance
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGUSR1: 138}  # 128 + signal number
 
@@ -143,6 +144,7 @@ class GracefulInterrupt(L.Callback):
             "checkpoint": path,
             "resume_command": self.command(path),
             "val/acc_best": _best(trainer),
+            **provenance(),
         })
 
     def command(self, checkpoint: str) -> str:

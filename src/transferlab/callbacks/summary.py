@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from transferlab.files import atomic_write_json
+from transferlab.provenance import provenance
 
 
 class RunSummary(L.Callback):
@@ -112,6 +113,9 @@ class RunSummary(L.Callback):
             # the unmonitored callback keeps one file, the latest epoch
             "last_checkpoint": getattr(last_cb, "best_model_path", None) or None,
             "peak_memory_mb": _peak_memory_mb(),
+            "device": str(trainer.strategy.root_device),
+            "precision": str(trainer.precision),  # what ran (a 16-bit request on a CPU is refused at start-up)
+            **provenance(),
         }
         self._report(trainer)
 
