@@ -186,3 +186,22 @@ def test_a_tiny_input_is_predicted_with_a_warning_naming_it(tmp_path, caplog):
         preds = clf.predict([dot])
     assert len(preds) == 1
     assert any(str(dot) in r.getMessage() and "1x1" in r.getMessage() for r in caplog.records)
+
+
+def test_a_copied_run_directory_uses_its_own_checkpoints_not_the_originals(tmp_path):
+    from transferlab.models.checkpoint import resolve_checkpoint
+
+    original = tmp_path / "original"
+    (original / "checkpoints").mkdir(parents=True)
+    best = original / "checkpoints" / "epoch003-acc0.9000.ckpt"
+    last = original / "checkpoints" / "last.ckpt"
+    for path in (best, last):
+        path.write_bytes((LEGACY / "last.ckpt").read_bytes())
+    (original / "summary.json").write_text(json.dumps({"best_checkpoint": str(best), "last_checkpoint": str(last)}))
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    assert resolve_checkpoint(copy) == copy / "checkpoints" / best.name
+    assert resolve_checkpoint(f"{copy}:last") == copy / "checkpoints" / "last.ckpt"
+    assert resolve_checkpoint(copy, "last") == copy / "checkpoints" / "last.ckpt"
