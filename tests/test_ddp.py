@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import ROOT, shrink
 
@@ -20,9 +21,9 @@ DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "++trainer.strategy=ddp"]
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
 
-def run_train(args, cwd, timeout=300):
+def run_train(args, cwd, timeout=300, env=None):
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env=ENV)
+                          cwd=cwd, timeout=timeout, env=env or ENV)
 
 
 def test_ddp_single_run_writes_one_run_dir(tmp_path, tiny_folder):
@@ -67,3 +68,25 @@ def test_ddp_multirun_keeps_each_job_in_its_own_dir_and_survives_a_failing_job(t
     for j in jobs:
         assert (sweep / j / "train_ddp_process_1.log").is_file()
     assert (sweep / "summary.csv").is_file()
+
+
+@pytest.mark.slow  # two processes, three epochs: ~30 s on 2 cores
+@pytest.mark.parametrize("scheduler", ["steplr", "cosine"])
+def test_gradual_under_ddp_trains_the_backbone_on_every_rank_and_ranks_stay_identical(tmp_path, tiny_folder,
+                                                                                       scheduler):
+    """Lightning's BackboneFinetuning trap (pytorch-lightning #20340): parameters frozen when DDP wraps the
+    model are never all-reduced, so after unfreezing each rank trains its own backbone."""
+    probe = tmp_path / "weights"
+    proc = run_train([*shrink(tiny_folder), *DDP, f"paths.root_dir={tmp_path}", "logger=none",
+                      "strategy=gradual", "strategy.unfreeze_at=1", "trainer.max_epochs=3",
+                      f"scheduler={scheduler}", "callbacks.early_stopping=null", "callbacks.dashboards=null",
+                      "+callbacks.probe._target_=tests.ddp_probe.SaveRankWeights", f"+callbacks.probe.folder={probe}"],
+                     cwd=tmp_path, env={**ENV, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    start = torch.load(probe / "start_rank0.pt", weights_only=True)
+    ranks = [torch.load(probe / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    backbone = [k for k in start if k.startswith("backbone.") and start[k].is_floating_point()
+                and not k.endswith(("running_mean", "running_var"))]
+    assert any(not torch.equal(start[k], ranks[0][k]) for k in backbone), "the backbone never trained"
+    differ = [k for k in ranks[0] if not torch.equal(ranks[0][k], ranks[1][k])]
+    assert not differ, f"ranks disagree on {len(differ)} tensors, e.g. {differ[:3]}"
