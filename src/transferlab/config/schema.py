@@ -98,8 +98,8 @@ class DatasetConfig:
     dataset option at another datamodule (that option then does not extend this schema)."""
 
     _target_: str = "transferlab.data.FolderDataModule"
-    name: str = "folder"
-    root: str = MISSING
+    name: str = MISSING  # the dataset's name (in the run's summary and hyper-parameters)
+    root: str = MISSING  # the image-folder tree (train/<class>/ + val/<class>/, or <class>/)
     prepare: Any = None  # a `_partial_` target called with root before the data is read (download, write)
     batch_size: int = 32
     eval_batch_size: Any = "auto"  # int | auto (64 on a GPU, 8 on a CPU) | null (= batch_size)
