@@ -1,4 +1,4 @@
-"""Shared fixtures: compose the real Hydra config and shrink it; build tiny image folders on the fly."""
+"""Shared fixtures: compose the real Hydra config (debug=tiny shrinks it); build tiny image folders on the fly."""
 
 from __future__ import annotations
 
@@ -12,29 +12,21 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
+from transferlab.config import register_resolvers
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 HYMENOPTERA = (ROOT / ".." / "shared" / "datasets" / "hymenoptera_data").resolve()
 
-# A tiny randomly initialised backbone with BatchNorm (timm's test model): a train step costs milliseconds.
-TINY_BACKBONE = ["backbone=timm", "backbone.name=test_efficientnet", "backbone.weights=null"]
+register_resolvers()  # the ${launch_dir:} resolver and the config schema, before any test composes conf/
 
 
 def shrink(root: Path | str, **extra: object) -> list[str]:
-    """Overrides that make any run take seconds: tiny images, a few batches, no progress bar."""
-    overrides = [
-        *TINY_BACKBONE,
-        "dataset=folder",
-        f"dataset.root={root}",
-        "dataset.input.image_size=32",
-        "dataset.batch_size=4",
-        "dataset.num_workers=0",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=3",
-        "trainer.limit_val_batches=2",
-        "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
-    ]
+    """Overrides for a run in seconds on the image folder `root`: conf/debug/tiny.yaml (tiny images, a tiny
+    random timm model, a few batches, no progress bar) + `dataset=folder dataset.root=<root>`, then `extra` as
+    `key=value` overrides (e.g. `strategy="frozen"`, `**{"trainer.max_epochs": 2}`, `backbone="efficientnet_lite0"`
+    for real weights with the rest kept tiny)."""
+    overrides = ["debug=tiny", "dataset=folder", f"dataset.root={root}"]
     overrides += [f"{k}={v}" for k, v in extra.items()]
     return overrides
 

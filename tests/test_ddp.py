@@ -32,9 +32,9 @@ def test_ddp_single_run_writes_one_run_dir(tmp_path, tiny_folder):
     assert "Starting with 2 processes" in proc.stdout + proc.stderr  # really two ranks
 
     outputs = tmp_path / "outputs"
-    runs = [p for p in (outputs / "runs").glob("*/*") if p.is_dir()]
+    runs = [p for p in (outputs / "train" / "runs").glob("*/*") if p.is_dir()]
     assert len(runs) == 1, runs
-    assert not (outputs / "multiruns").exists()
+    assert not (outputs / "train" / "multiruns").exists()
     run = runs[0]
     assert (run / ".hydra" / "config.yaml").is_file()
     assert (run / "checkpoints" / "last.ckpt").is_file()
@@ -57,8 +57,8 @@ def test_ddp_multirun_keeps_each_job_in_its_own_dir_and_survives_a_failing_job(t
                       "logger=none"], cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     outputs = tmp_path / "outputs"
-    assert not (outputs / "runs").exists()  # no rank re-entered Hydra into a run dir of its own
-    sweeps = list((outputs / "multiruns").glob("*/*"))
+    assert not (outputs / "train" / "runs").exists()  # no rank re-entered Hydra into a run dir of its own
+    sweeps = list((outputs / "train" / "multiruns").glob("*/*"))
     assert len(sweeps) == 1, sweeps  # ... nor started a sweep of its own
     sweep = sweeps[0]
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())

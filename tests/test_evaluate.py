@@ -103,7 +103,7 @@ def test_eval_cli_uses_the_runs_own_data_and_writes_every_output(tmp_path, tiny_
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = next((tmp_path / "outputs" / "eval").glob("*/*"))
+    out = next((tmp_path / "outputs" / "eval" / "runs").glob("*/*"))
     expected = {"metrics.json", "per_class.csv", "per_class.md", "confusion_matrix.csv", "confusion_matrix.png",
                 "calibration.png", "confident_mistakes.png", "predictions.csv"}
     assert expected <= {p.name for p in out.iterdir()}

@@ -23,7 +23,7 @@ def _run(tmp_path, folder, name, **extra):
                 "callbacks.early_stopping": "null", "optimizer.lr": 0.05, "paths.cache_dir": tmp_path / "cache"}
     # The real pretrained efficientnet_lite0 (the default backbone, offline) at 32 px: features that mean
     # something, extracted in well under a second for these 36 images.
-    overrides = [o for o in shrink(folder, **{**settings, **extra}) if not o.startswith("backbone")]
+    overrides = shrink(folder, backbone="efficientnet_lite0", **{**settings, **extra})
     return train(compose_config(tmp_path / name, overrides))
 
 
@@ -78,7 +78,7 @@ def test_a_sweep_of_two_strategies_by_two_configs_reuses_the_caches_across_jobs(
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((tmp_path / "outputs" / "cache" / "features").glob("*.pt"))) == 1
     assert len(list((tmp_path / "outputs" / "cache" / "images").glob("*.pt"))) == 2  # train and val
-    logs = "".join(p.read_text() for p in (tmp_path / "outputs" / "multiruns").rglob("*.log"))
+    logs = "".join(p.read_text() for p in (tmp_path / "outputs" / "train" / "multiruns").rglob("*.log"))
     assert logs.count("Cached features in") == 1 and logs.count("Loaded cached features") == 1
     assert logs.count("Cached decoded images in") == 2 and logs.count("Memory-mapped") == 2
 

@@ -16,8 +16,10 @@ ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
 
 def search(tmp_path, folder, *extra: str) -> subprocess.CompletedProcess:
-    # backbone=timm (from shrink) is a fixed parameter: Optuna then searches lr, weight decay and strategy.
-    args = ["-m", "hparams_search=optuna", *shrink(folder), f"paths.root_dir={tmp_path}", "logger=none", *extra]
+    # backbone=tiny on the command line (debug=tiny's, made explicit) is a fixed parameter: Optuna then searches
+    # lr, weight decay and strategy only.
+    args = ["-m", "hparams_search=optuna", *shrink(folder, backbone="tiny"), f"paths.root_dir={tmp_path}",
+            "logger=none", *extra]
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
                           cwd=tmp_path, timeout=600, env=ENV)
 
@@ -35,8 +37,8 @@ def test_optuna_search_runs_trials_and_resumes_its_sqlite_study(tmp_path, tiny_f
         assert 1e-4 <= trial.params["optimizer.lr"] <= 1e-1
         assert 1e-6 <= trial.params["optimizer.weight_decay"] <= 1e-2
         assert trial.params["strategy"] in {"finetune", "frozen", "partial"}
-        assert trial.user_attrs["backbone"] == "timm"  # a command-line override is fixed, not searched
-    (sweep,) = list((tmp_path / "outputs" / "multiruns").glob("*/*"))
+        assert trial.user_attrs["backbone"] == "tiny"  # a command-line override is fixed, not searched
+    (sweep,) = list((tmp_path / "outputs" / "train" / "multiruns").glob("*/*"))
     # The value Optuna recorded is the job's val/acc_best, as the job's summary.json has it.
     for trial in study.trials:
         summary = json.loads((sweep / str(trial.number) / "summary.json").read_text())
@@ -53,7 +55,7 @@ def test_optuna_search_runs_trials_and_resumes_its_sqlite_study(tmp_path, tiny_f
     assert second.returncode == 0, second.stderr[-3000:]
     study = optuna.load_study(study_name="transferlab", storage=f"sqlite:///{db}")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
-    sweeps = sorted((tmp_path / "outputs" / "multiruns").glob("*/*"))
+    sweeps = sorted((tmp_path / "outputs" / "train" / "multiruns").glob("*/*"))
     assert len(sweeps) == 2
     with open(sweeps[-1] / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -35,7 +35,7 @@ def train_tiny_run(root: Path) -> dict:
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], capture_output=True, text=True,
                           cwd=root, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (summary_file,) = (root / "outputs" / "runs").glob("*/*/summary.json")
+    (summary_file,) = (root / "outputs" / "train" / "runs").glob("*/*/summary.json")
     summary = json.loads(summary_file.read_text())
     return {**summary, "run_dir": str(summary_file.parent), "data": str(folder)}
 

@@ -57,7 +57,7 @@ def test_scratch_uses_random_init_of_the_same_architecture(tmp_path, tiny_folder
     from hydra.utils import instantiate
 
     def lite0(strategy):
-        overrides = [o for o in shrink(tiny_folder, strategy=strategy) if not o.startswith("backbone")]
+        overrides = shrink(tiny_folder, strategy=strategy, backbone="efficientnet_lite0")
         cfg = compose_config(tmp_path, overrides)  # the default backbone: efficientnet_lite0, real weights
         return build_model(cfg, instantiate(cfg.dataset).class_names, None)
 

@@ -52,7 +52,7 @@ def test_sweep_with_failing_jobs_records_them_and_completes_the_others(tmp_path,
     proc = run_train(["-m", *shrink(tiny_folder), "optimizer.lr=0.01,-1,1e30,0.02", f"paths.root_dir={tmp_path}",
                       *extra], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    sweeps = list((tmp_path / "outputs" / "multiruns").glob("*/*"))
+    sweeps = list((tmp_path / "outputs" / "train" / "multiruns").glob("*/*"))
     assert len(sweeps) == 1
     sweep = sweeps[0]
 

@@ -124,7 +124,7 @@ def test_config_typo_on_the_command_line_fails_before_training(tmp_path, tiny_fo
     )
     assert proc.returncode != 0
     assert "max_epoch" in proc.stderr
-    assert not (tmp_path / "outputs" / "runs").exists() or not list((tmp_path / "outputs").rglob("*.ckpt"))
+    assert not (tmp_path / "outputs" / "train" / "runs").exists() or not list((tmp_path / "outputs").rglob("*.ckpt"))
 
 
 def test_multirun_of_two_strategies_writes_one_dir_per_job(tmp_path, tiny_folder):
@@ -133,7 +133,7 @@ def test_multirun_of_two_strategies_writes_one_dir_per_job(tmp_path, tiny_folder
         capture_output=True, text=True, cwd=tmp_path, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summaries = sorted((tmp_path / "outputs" / "multiruns").rglob("summary.json"))
+    summaries = sorted((tmp_path / "outputs" / "train" / "multiruns").rglob("summary.json"))
     assert [p.parent.name for p in summaries] == ["0", "1"]
     trainable = [json.loads(p.read_text())["trainable_params"] for p in summaries]
     assert trainable[0] > trainable[1]  # finetune trains more than frozen

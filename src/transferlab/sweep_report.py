@@ -3,7 +3,7 @@
 Built from what every job leaves in its own directory (`.hydra/overrides.yaml`, `summary.json`), so it can be
 rebuilt at any time, for any sweep directory, including one still running or one that crashed:
 
-    python -m transferlab.sweep_report outputs/multiruns/2026-11-23/07-00-00
+    python -m transferlab.sweep_report outputs/train/multiruns/2026-11-23/07-00-00
 
 A job without `summary.json` is listed as `incomplete` (still running, killed, or crashed outside the job
 wrapper); a job whose `summary.json` says `failed` shows the first line of its error.
@@ -238,12 +238,13 @@ def build_report(sweep_dir: str | Path) -> dict[str, Path]:
     """Write summary.csv, summary.md and summary.png into `sweep_dir`; return their paths."""
     sweep_dir = Path(sweep_dir).expanduser().resolve()
     if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"Sweep directory {sweep_dir} does not exist; pass outputs/multiruns/<date>/<time>.")
+        raise FileNotFoundError(
+            f"Sweep directory {sweep_dir} does not exist; pass outputs/train/multiruns/<date>/<time>.")
     jobs = find_jobs(sweep_dir)
     if not jobs:
         raise FileNotFoundError(
             f"No job directories (with .hydra/overrides.yaml or summary.json) under {sweep_dir}; "
-            "is this a Hydra multirun directory (outputs/multiruns/<date>/<time>)?"
+            "is this a Hydra multirun directory (outputs/train/multiruns/<date>/<time>)?"
         )
     keys = defining_keys(jobs)
     paths = {name: sweep_dir / name for name in FILES}
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m transferlab.sweep_report",
         description="(Re)build summary.csv, summary.md and summary.png for a sweep directory.",
     )
-    parser.add_argument("sweep_dir", help="a Hydra multirun directory, e.g. outputs/multiruns/<date>/<time>")
+    parser.add_argument("sweep_dir", help="a Hydra multirun directory, e.g. outputs/train/multiruns/<date>/<time>")
     args = parser.parse_args(argv)
     try:
         paths = build_report(args.sweep_dir)

@@ -1,4 +1,5 @@
-"""OmegaConf resolvers used by conf/ and helpers to turn the composed config into plain data."""
+"""What conf/ needs before Hydra composes it (resolvers, the config schema) and helpers to turn the composed
+config into plain data. The schema's dataclasses live in `transferlab.config.schema`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from transferlab.config.schema import register_schemas
 
 
 def launch_dir() -> str:
@@ -21,9 +24,12 @@ def launch_dir() -> str:
 
 
 def register_resolvers() -> None:
-    """`${launch_dir:}` -> the directory the command was launched from."""
+    """Everything conf/ needs before composition, in one call (the entry points and the tests make it):
+    the resolver `${launch_dir:}` (the directory the command was launched from) and the config schema (each
+    group's dataclass stored as `<group>/schema` in Hydra's ConfigStore, which the YAML options extend)."""
     if not OmegaConf.has_resolver("launch_dir"):
         OmegaConf.register_new_resolver("launch_dir", launch_dir)
+    register_schemas()
 
 
 def to_plain(cfg: DictConfig | Any) -> Any:

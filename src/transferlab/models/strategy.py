@@ -22,17 +22,16 @@ from dataclasses import dataclass, field, fields
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from transferlab.config.schema import StrategyConfig
+
 
 @dataclass
-class Strategy:
+class Strategy(StrategyConfig):
+    """A strategy's settings are the fields of the config schema's `StrategyConfig` (their one definition,
+    with comments); this class adds what they mean. A bare `Strategy()` is finetune: everything trains."""
+
     name: str = "finetune"
     train: dict[str, float] = field(default_factory=lambda: {"backbone": 1.0, "head": 1.0})
-    trainable_stages: int = 0  # the last N stages of the backbone also train, at stage_lr_mult
-    stage_lr_mult: float = 1.0
-    lr_decay: float | None = None  # every stage trains; stage i from the top at lr_decay ** i
-    unfreeze_at: int | None = None  # backbone rules only take effect from this epoch on
-    pretrained: bool = True  # False: same architecture, random init (the scratch baseline)
-    freeze_bn: bool = True
 
     def backbone_always_frozen(self, stages: Sequence[Sequence[str]] = ()) -> bool:
         """True when no rule ever trains a backbone parameter (so its features are constants)."""
