@@ -166,8 +166,9 @@ def test_bad_settings_name_the_config_key():
 
 
 def test_images_are_redrawn_only_when_predictions_change(tmp_path, tiny_folder):
-    """lr 0: every epoch predicts the same, so one drawing each; the scalars are still logged every epoch."""
-    overrides = shrink(tiny_folder, strategy="frozen", **{"trainer.max_epochs": 3, "optimizer.lr": 0.0,
+    """lr 1e-30 (0 is refused at start-up): every epoch predicts the same, so one drawing each; the scalars are
+    still logged every epoch."""
+    overrides = shrink(tiny_folder, strategy="frozen", **{"trainer.max_epochs": 3, "optimizer.lr": 1e-30,
                                                           "trainer.limit_val_batches": "null"})
     train(compose_config(tmp_path, overrides))
     acc = events(tmp_path / "run" / "tensorboard")
