@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -153,8 +154,13 @@ def _pack(images: list[torch.Tensor]) -> dict:
     sha256 of each image, and a sha256 of the shapes and digests together, checked on load."""
     shapes = torch.tensor([list(t.shape) for t in images], dtype=torch.int64).reshape(-1, 3)
     flat = torch.cat([t.reshape(-1) for t in images]) if images else torch.empty(0, dtype=torch.uint8)
-    digests = torch.tensor([list(hashlib.sha256(t.contiguous().numpy()).digest()) for t in images],
-                           dtype=torch.uint8).reshape(-1, 32)
+    # hashed from the flat buffer, in the layout the reader verifies (decoded tensors are HWC views: hashing
+    # them directly would copy each one again)
+    ends = shapes.prod(dim=1).cumsum(0).tolist()
+    flat_bytes = flat.numpy()
+    joined = b"".join(hashlib.sha256(flat_bytes[start:end]).digest()
+                      for start, end in zip([0, *ends][:-1], ends, strict=True))
+    digests = torch.tensor(np.frombuffer(joined, dtype=np.uint8)).reshape(-1, 32)
     return {"data": flat, "shapes": shapes, "sha256": digests, "layout_sha256": _layout_digest(shapes, digests)}
 
 
