@@ -145,13 +145,21 @@ def load_or_build(path: str | os.PathLike, load: Callable[[Path], T], build: Cal
             return load(path), True
         except Exception:  # noqa: BLE001 - judged again under the lock, where no other job can be replacing it
             pass
-    with entry_lock(path):
+    lock = entry_lock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("Waiting for another job to finish writing %s", path)
+        lock.acquire()
+    try:
         if path.is_file():  # built by another job while we waited, or corrupt
             try:
                 return load(path), True
             except Exception as e:  # noqa: BLE001 - whatever a damaged file makes the loader raise
                 discard_corrupt(path, what, e)
         return build(path), False
+    finally:
+        lock.release()
 
 
 def discard_corrupt(path: str | os.PathLike, what: str, error: BaseException | str) -> None:
