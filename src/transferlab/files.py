@@ -1,19 +1,28 @@
-"""Files that must never be seen half-written, and the digests the on-disk caches are keyed on.
+"""Files that must never be seen half-written, the digests the on-disk caches are keyed on, and the cache
+entry protocol (verify on load, lock while building, clean up after killed writers).
 
 `atomic_writer` is the one atomic write (temp file in the same folder, fsync, rename); the bytes, text, JSON
-and torch writers are built on it. Kept free of torch at import time: the dataset doctor's CLI uses it too.
+and torch writers are built on it. `load_or_build` is how the three caches (frozen features, decoded images,
+doctor facts) open an entry. Kept free of torch at import time: the dataset doctor's CLI uses it too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+from filelock import FileLock, Timeout
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def digest(payload: Any) -> str:
@@ -71,3 +80,91 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     with atomic_writer(path, "wb") as f:
         torch.save(obj, f)
     return Path(path)
+
+
+# --- cache entries: verified on load, built under a lock, orphans of killed writers removed ----------------
+class CorruptEntry(Exception):
+    """A cache entry failed its check on load (the message says what was wrong)."""
+
+
+def sha256_tensor(tensor: Any) -> str:
+    """sha256 of a CPU tensor's dtype, shape and bytes (hashlib reads the buffer in place: no copy when the
+    tensor is contiguous, and a memory-mapped tensor is hashed straight from the page cache)."""
+    array = tensor.detach().contiguous().numpy()
+    h = hashlib.sha256(f"{array.dtype}{tuple(array.shape)}".encode())
+    h.update(array.reshape(-1).view("uint8"))
+    return h.hexdigest()
+
+
+def entry_lock(path: str | os.PathLike) -> FileLock:
+    """The lock of one cache entry, `<key>.lock` beside `<key>.pt`: held while the entry is built, written or
+    deleted. filelock's flock is released by the kernel when its holder dies, so a killed job never leaves a
+    stale lock behind."""
+    return FileLock(Path(path).with_suffix(".lock"))
+
+
+def remove_orphan_temps(folder: str | os.PathLike, min_age: float = 60.0) -> list[Path]:
+    """Remove temporary files left in `folder` by killed `atomic_writer`s; returns those removed.
+
+    A temporary file is an orphan when no live writer holds its entry's lock (writers of cache entries hold it
+    for the whole write, see `load_or_build`) and it has not been written to for `min_age` seconds: the age is
+    a second guard, for writers that do not take the lock (an older transferlab sharing the folder)."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        target = tmp.name[1:-len(".tmp")].rsplit(".", 1)[0]  # atomic_writer names it .<target>.<random>.tmp
+        try:
+            if time.time() - tmp.stat().st_mtime < min_age:
+                continue
+            with entry_lock(tmp.parent / target).acquire(timeout=0):
+                tmp.unlink()
+        except (Timeout, FileNotFoundError):
+            continue  # a live writer holds the lock, or the file went away meanwhile
+        except OSError as e:
+            log.debug("Could not remove %s: %s", tmp, e)
+            continue
+        log.info("Removed %s, left by a writer that was killed", tmp)
+        removed.append(tmp)
+    return removed
+
+
+def load_or_build(path: str | os.PathLike, load: Callable[[Path], T], build: Callable[[Path], T],
+                  what: str) -> tuple[T, bool]:
+    """Open the cache entry at `path`: `(entry, True)` if a verified entry was there, else `(build(path), False)`.
+
+    `load(path)` returns the entry or raises (any exception, e.g. `CorruptEntry` from its own checks, or
+    torch's on a truncated file) when the entry is corrupt; `build(path)` computes the entry and writes it
+    atomically. Building happens under the entry's lock, and the entry is looked for again once the lock is
+    held, so concurrent jobs needing one entry build it once: the others wait, then load it. A corrupt entry
+    is reported in one warning naming the file and what was wrong, deleted and rebuilt. Orphaned temporary
+    files in the folder are removed first (`remove_orphan_temps`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphan_temps(path.parent)
+    if path.is_file():
+        try:
+            return load(path), True
+        except Exception:  # noqa: BLE001 - judged again under the lock, where no other job can be replacing it
+            pass
+    lock = entry_lock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("Waiting for another job to finish writing %s", path)
+        lock.acquire()
+    try:
+        if path.is_file():  # built by another job while we waited, or corrupt
+            try:
+                return load(path), True
+            except Exception as e:  # noqa: BLE001 - whatever a damaged file makes the loader raise
+                discard_corrupt(path, what, e)
+        return build(path), False
+    finally:
+        lock.release()
+
+
+def discard_corrupt(path: str | os.PathLike, what: str, error: BaseException | str) -> None:
+    """The one warning for a corrupt cache entry, then delete it. Call with the entry's lock held."""
+    reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    reason = " ".join(str(reason).split())[:300]  # one line, even for multi-line loader errors
+    log.warning("Corrupt %s %s (%s): deleted, rebuilding it", what, path, reason)
+    Path(path).unlink(missing_ok=True)

@@ -5,6 +5,10 @@ transferlab computes it once and keys it on everything that changes it (backbone
 spec and augmentation, file list with sizes and mtimes, number of views, seed). A later run or sweep job
 with the same key loads the file instead. Training images can be cached as K augmented views so the head
 still sees augmentation; validation features always use the deterministic eval transform.
+
+Each entry stores the sha256 of every tensor it holds, all verified on every load (features are small: hashing
+runs at over 1 GB/s). A corrupt entry is named in one warning, deleted and rebuilt; the entry is built under a
+per-key file lock, so two sweep jobs needing it build it once (`transferlab.files.load_or_build`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from transferlab.data.dataset import ImageSamples
 from transferlab.data.folders import Sample, file_identity
 from transferlab.data.loaders import training_loader
 from transferlab.data.transforms import eval_transform, train_transform
-from transferlab.files import atomic_save, digest
+from transferlab.files import CorruptEntry, atomic_save, digest, load_or_build, sha256_tensor
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,7 @@ def _weights_identity(weights: Any) -> Any:
 def cache_key(backbone_cfg: dict, input_spec: dict, augment: dict, train: Sequence[Sample],
               val: Sequence[Sample], views: int, seed: int) -> str:
     payload = {
-        "version": 1,
+        "version": 2,  # 2: entries carry the sha256 of their tensors
         "backbone": {k: v for k, v in backbone_cfg.items() if k != "weights"},
         "weights": _weights_identity(backbone_cfg.get("weights")),
         "input_spec": input_spec,
@@ -88,6 +92,25 @@ def extract(backbone: torch.nn.Module, dataset: Dataset, batch_size: int, num_wo
         chunks.append(backbone(images.to(device, memory_format=layout)).float().cpu())
     backbone.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+FEATURE_TENSORS = ("train", "train_labels", "val", "val_labels")
+
+
+def load_features(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A feature cache entry, each tensor checked against the sha256 stored with it; raises if any differs."""
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(stored, dict) or not isinstance(stored.get("sha256"), dict):
+        raise CorruptEntry("no checksums in the file")
+    data = {}
+    for name in FEATURE_TENSORS:
+        tensor = stored.get(name)
+        if not isinstance(tensor, torch.Tensor):
+            raise CorruptEntry(f"{name!r} is missing")
+        if sha256_tensor(tensor) != stored["sha256"].get(name):
+            raise CorruptEntry(f"checksum mismatch in {name!r}")
+        data[name] = tensor
+    return data
 
 
 class _ViewDataset(Dataset):
@@ -152,14 +175,16 @@ class CachedFeatureDataModule(L.LightningDataModule):
         key = cache_key(self.backbone_cfg, spec.to_dict(), self.images.augment, splits.train, splits.val,
                         self.views, self.seed)
         self.cache_path = self.cache_dir / "features" / f"{key}.pt"
-        if self.cache_path.is_file():
-            data = torch.load(self.cache_path, map_location="cpu", weights_only=True)
-            self.cache_hit = True
-            log.info("Loaded cached features %s", self.cache_path)
-        else:
+
+        def build(path: Path) -> dict[str, torch.Tensor]:
             data = self._compute(splits, spec)
-            atomic_save(data, self.cache_path)
-            log.info("Cached features in %s", self.cache_path)
+            atomic_save({**data, "sha256": {name: sha256_tensor(t) for name, t in data.items()}}, path)
+            log.info("Cached features in %s", path)
+            return data
+
+        data, self.cache_hit = load_or_build(self.cache_path, load_features, build, "feature cache")
+        if self.cache_hit:
+            log.info("Loaded cached features %s", self.cache_path)
         self.train_features, self.train_labels = data["train"], data["train_labels"]
         self.val_features, self.val_labels = data["val"], data["val_labels"]
 

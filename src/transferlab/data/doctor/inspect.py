@@ -1,7 +1,9 @@
 """Per-file facts for the dataset doctor: each image read, hashed and fully decoded the way training will.
 
 Decoding is the slow part of a diagnosis, so it runs in a thread pool (Pillow releases the GIL while decoding)
-and its facts are cached per file, keyed on size + mtime: a second scan only stats the files.
+and its facts are cached per file, keyed on size + mtime: a second scan only stats the files. The cache file
+carries a sha256 of its facts, checked on load: a corrupt one is named in one warning, deleted, and the facts are
+recomputed (and saved again, under the file's lock).
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from typing import Any
 from PIL import Image
 
 from transferlab.data.images import allow_pixels, has_transparency, to_rgb
-from transferlab.files import atomic_write_json
+from transferlab.files import CorruptEntry, atomic_write_json, discard_corrupt, entry_lock, remove_orphan_temps
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the file holds a sha256 of its facts
 
 
 def inspect_file(path: str, max_pixels: int) -> dict[str, Any]:
@@ -98,12 +100,41 @@ class FactsCache:
         if cache_dir:
             key = hashlib.sha1(root.encode()).hexdigest()[:16]
             self.path = Path(cache_dir) / f"doctor-{key}.json"
-            try:
-                stored = json.loads(self.path.read_text())
-                if stored.get("version") == CACHE_VERSION and stored.get("root") == root:
-                    self.old = stored["files"]
-            except (OSError, ValueError, KeyError, TypeError):
-                self.old = {}  # missing or corrupt cache: recompute
+            self.old = self._open()
+
+    def _open(self) -> dict[str, Any]:
+        """The stored facts, checked against their sha256; {} if missing, of another version, or corrupt (then
+        warned about and deleted: this scan recomputes the facts and saves them again)."""
+        remove_orphan_temps(self.path.parent)
+        if not self.path.is_file():
+            return {}
+        try:
+            return self._load()
+        except (OSError, ValueError, CorruptEntry):
+            pass  # judged again under the lock, where no other scan can be replacing the file
+        try:
+            with entry_lock(self.path):
+                try:
+                    return self._load()
+                except FileNotFoundError:
+                    return {}
+                except (ValueError, CorruptEntry) as e:
+                    discard_corrupt(self.path, "doctor facts cache", e)
+                    return {}
+        except OSError as e:  # unreadable, or a read-only cache folder: decode everything this time
+            log.warning("Could not read the doctor cache %s (%s); decoding every file.", self.path, e)
+            return {}
+
+    def _load(self) -> dict[str, Any]:
+        stored = json.loads(self.path.read_text())
+        if not isinstance(stored, dict):
+            raise CorruptEntry("not a JSON object")
+        if stored.get("version") != CACHE_VERSION or stored.get("root") != self.root:
+            return {}  # written by another version (or for another root): replaced on save, not corrupt
+        files = stored.get("files")
+        if not isinstance(files, dict) or stored.get("sha256") != _facts_digest(files):
+            raise CorruptEntry("checksum mismatch")
+        return files
 
     @staticmethod
     def stamp(path: str) -> list[int]:
@@ -127,10 +158,17 @@ class FactsCache:
         """Atomically replace the cache (parallel runs may share it); entries of deleted files drop out."""
         if self.path is None or self.new == self.old:
             return
+        stored = {"version": CACHE_VERSION, "root": self.root, "sha256": _facts_digest(self.new), "files": self.new}
         try:
-            atomic_write_json(self.path, {"version": CACHE_VERSION, "root": self.root, "files": self.new}, indent=None)
+            with entry_lock(self.path):  # the lock tells a live writer's temporary file from an orphan
+                atomic_write_json(self.path, stored, indent=None)
         except OSError as e:
             log.warning("Could not write the doctor cache %s (%s); the next scan decodes again.", self.path, e)
+
+
+def _facts_digest(files: dict[str, Any]) -> str:
+    """sha256 of the facts in a canonical JSON form (the same before saving and after loading)."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def inspect_all(paths: Sequence[str], max_pixels: int, cache: FactsCache,
