@@ -177,7 +177,7 @@ def test_images_are_redrawn_only_when_predictions_change(tmp_path, tiny_folder):
     assert len(acc.Images("val/predictions")) == 1
 
     train(compose_config(tmp_path / "learning", shrink(tiny_folder, **{"trainer.max_epochs": 3,
-                                                                        "optimizer.lr": 0.5,
+                                                                        "optimizer.lr": 0.1,
                                                                         "strategy": "finetune"})))
     learning = events(tmp_path / "learning" / "run" / "tensorboard")
     assert len(learning.Images("val/predictions")) > 1  # predictions moved, so the grid was redrawn

@@ -70,7 +70,11 @@ def test_channels_last_changes_layout_not_result(tmp_path, tiny_folder, monkeypa
     assert states["true"].keys() == states["false"].keys()
     for name, value in states["false"].items():
         if value.is_floating_point():
-            torch.testing.assert_close(states["true"][name], value, atol=1e-4, rtol=1e-4, msg=name)
+            # BatchNorm running statistics integrate squared activations over every step, so the float rounding
+            # that NHWC and NCHW kernels legitimately differ in adds up there (seen: 2.3e-4 on a variance of 1.2)
+            # while the weights stay within 1e-4.
+            tol = 5e-4 if name.endswith(("running_mean", "running_var")) else 1e-4
+            torch.testing.assert_close(states["true"][name], value, atol=tol, rtol=tol, msg=name)
 
 
 @pytest.mark.slow
