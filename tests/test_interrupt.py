@@ -114,3 +114,19 @@ def test_sigterm_to_train_py_exits_143_and_its_resume_command_finishes_the_run(t
     assert done["status"] == "ok"
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 120
+
+
+@pytest.mark.parametrize("scheduler,step", [
+    ("steplr", 2),  # stopped before the unfreeze epoch
+    pytest.param("steplr", 6, marks=pytest.mark.slow),  # ... after it
+    pytest.param("cosine", 2, marks=pytest.mark.slow),
+    pytest.param("cosine", 6, marks=pytest.mark.slow),
+])
+def test_gradual_resumes_exactly_on_either_side_of_its_unfreeze_epoch(tmp_path, tiny_folder, scheduler, step):
+    settings = {"strategy": "gradual", "strategy.unfreeze_at": 1, "scheduler": scheduler}
+    whole = _train(tmp_path, tiny_folder, "whole", **settings)
+    with pytest.raises(RunInterrupted):
+        _train(tmp_path, tiny_folder, "split", [SignalAt(signal.SIGTERM, step)], **settings)
+    resumed = _train(tmp_path, tiny_folder, "split", ckpt_path=str(tmp_path / "split"), **settings)
+    a, b = _weights(Path(whole["last_checkpoint"])), _weights(Path(resumed["last_checkpoint"]))
+    assert not [k for k in a if not torch.equal(a[k], b[k])]

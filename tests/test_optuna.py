@@ -59,4 +59,5 @@ def test_optuna_search_runs_trials_and_resumes_its_sqlite_study(tmp_path, tiny_f
     assert len(sweeps) == 2
     with open(sweeps[-1] / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["status"], r["error"]) for r in rows] == [("failed", "ConfigValueError: optimizer.lr=-1: the learning rate must be > 0 (the tutorial's is 0.001).")] * 2
+    refused = "ConfigValueError: optimizer.lr=-1: the learning rate must be > 0 (the tutorial's is 0.001)."
+    assert [(r["status"], r["error"]) for r in rows] == [("failed", refused)] * 2

@@ -59,7 +59,8 @@ def test_sweep_with_failing_jobs_records_them_and_completes_the_others(tmp_path,
     summaries = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
     assert sorted(summaries) == ["0", "1", "2", "3"]
     assert [summaries[j]["status"] for j in "0123"] == ["ok", "failed", "failed", "ok"]
-    assert summaries["1"]["error"] == "ConfigValueError: optimizer.lr=-1: the learning rate must be > 0 (the tutorial's is 0.001)."
+    assert summaries["1"]["error"] == ("ConfigValueError: optimizer.lr=-1: the learning rate must be > 0 "
+                                       "(the tutorial's is 0.001).")
     assert summaries["2"]["error"].startswith("FloatingPointError: train/loss is nan")
     assert "Traceback" in (sweep / "1" / "train.log").read_text()  # the full error is in the job's log
 

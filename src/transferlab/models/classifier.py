@@ -73,6 +73,8 @@ class TransferClassifier(L.LightningModule):
         self.head = create_head(in_features=built.num_features, num_classes=len(class_names), **head)
         self.strategy = strategy_from_config(strategy)
         self.train_rules = self.strategy.apply(self, built.stages, epoch=0)
+        self._distributed = False  # set in setup(): DDP needs every parameter that will train to require grad
+        self._waiting: list[nn.Parameter] = []  # trained later (gradual), gradients dropped until then
         self.train()  # puts frozen parts in eval mode from the start
 
         self.criterion = nn.CrossEntropyLoss()
@@ -84,7 +86,11 @@ class TransferClassifier(L.LightningModule):
         self.val_acc_best.persistent(True)  # survives resume: the best so far is part of the run's state
 
     def setup(self, stage: str) -> None:
-        """Apply the speed switches once the trainer runs the model (checkpoint names stay unchanged)."""
+        """Before the trainer wraps the model: under DDP every parameter the strategy will ever train requires
+        grad from now on (see `Strategy.apply`); then the speed switches (checkpoint names stay unchanged)."""
+        self._distributed = stage == "fit" and self.trainer.world_size > 1
+        if self._distributed:
+            self.strategy.apply(self, self.stages, epoch=self.current_epoch, distributed=True)
         if self.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         if self.compile_backbone and stage == "fit":
@@ -109,16 +115,25 @@ class TransferClassifier(L.LightningModule):
         """Keep frozen parts in eval mode whatever Lightning switches (BN statistics must not drift)."""
         super().train(mode)
         if mode:
-            for module in self.strategy.eval_modules(self):
+            for module in self.strategy.eval_modules(self, self._waiting):
                 module.eval()
         return self
+
+    def on_train_start(self) -> None:
+        # A run resumed mid-epoch gets no on_train_epoch_start for that epoch (Lightning skips it), only this.
+        self.on_train_epoch_start()
 
     def on_train_epoch_start(self) -> None:
         # Re-derived from the epoch number alone, so a run resumed past `unfreeze_at` is unfrozen too.
         # Lightning 2.x never calls .train() itself (it restores captured modes after validation), so the
         # strategy's train/eval modes are (re)applied here as well.
-        self.strategy.apply(self, self.stages, epoch=self.current_epoch)
+        self.strategy.apply(self, self.stages, epoch=self.current_epoch, distributed=self._distributed)
+        self._waiting = self.strategy.waiting(self, self.stages, self.current_epoch) if self._distributed else []
         self.train()
+
+    def on_after_backward(self) -> None:
+        for param in self._waiting:  # DDP: computed and all-reduced, but not yet this parameter's epoch
+            param.grad = None
 
     def parameter_counts(self) -> tuple[int, int]:
         total = sum(p.numel() for p in self.parameters())

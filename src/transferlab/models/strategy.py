@@ -62,8 +62,14 @@ class Strategy(StrategyConfig):
             return dict(rules)
         return {p: m for p, m in rules.items() if not (p == "backbone" or p.startswith("backbone."))}
 
-    def apply(self, model: nn.Module, stages: Sequence[Sequence[str]] = (), epoch: int = 0) -> dict[str, float]:
-        """Set requires_grad for `epoch`; return all prefix -> lr multiplier rules (for the optimizer)."""
+    def apply(self, model: nn.Module, stages: Sequence[Sequence[str]] = (), epoch: int = 0,
+              distributed: bool = False) -> dict[str, float]:
+        """Set requires_grad for `epoch`; return all prefix -> lr multiplier rules (for the optimizer).
+
+        `distributed`: every parameter a rule will ever train requires grad from the start, because DDP only
+        all-reduces the gradients of parameters that required grad when it wrapped the model (the trap of
+        Lightning's BackboneFinetuning, pytorch-lightning #20340); until its epoch its gradient is dropped
+        (`waiting`), so it does not change, exactly as a frozen parameter."""
         rules = self.rules(stages)
         names = {n for n, _ in model.named_modules()}
         unknown = [p for p in rules if p not in names]
@@ -74,22 +80,31 @@ class Strategy(StrategyConfig):
             )
         active = self.active_rules(rules, epoch)
         for name, param in model.named_parameters():
-            param.requires_grad_(lr_mult_for(active, name) is not None)
+            trains = lr_mult_for(rules if distributed else active, name) is not None
+            param.requires_grad_(trains)
         return rules
 
-    def eval_modules(self, model: nn.Module) -> Iterable[nn.Module]:
-        """Modules that must stay in eval mode while training: a wholly frozen top-level part (so a
-        frozen backbone is a deterministic feature extractor, dropout included) and, with `freeze_bn`,
-        every BatchNorm whose parameters are frozen (so running statistics do not drift)."""
+    def waiting(self, model: nn.Module, stages: Sequence[Sequence[str]], epoch: int) -> list[nn.Parameter]:
+        """Parameters a rule trains later but not at `epoch` (gradual unfreezing)."""
+        rules = self.rules(stages)
+        active = self.active_rules(rules, epoch)
+        return [p for n, p in model.named_parameters()
+                if lr_mult_for(rules, n) is not None and lr_mult_for(active, n) is None]
+
+    def eval_modules(self, model: nn.Module, waiting: Iterable[nn.Parameter] = ()) -> Iterable[nn.Module]:
+        """Modules that must stay in eval mode while training: a top-level part none of whose parameters trains
+        (so a frozen backbone is a deterministic feature extractor, dropout included) and, with `freeze_bn`,
+        every BatchNorm whose parameters do not train (so running statistics do not drift). A parameter trains
+        when it requires grad and is not `waiting` for its epoch (see `apply`)."""
         if not self.freeze_bn:
             return []
-        frozen = [m for m in model.children() if not any(p.requires_grad for p in m.parameters())]
-        frozen += [
-            m
-            for m in model.modules()
-            if isinstance(m, _BatchNorm) and not any(p.requires_grad for p in m.parameters())
-        ]
-        return frozen
+        held = {id(p) for p in waiting}
+
+        def frozen(module: nn.Module) -> bool:
+            return not any(p.requires_grad and id(p) not in held for p in module.parameters())
+
+        return [m for m in model.children() if frozen(m)] + [
+            m for m in model.modules() if isinstance(m, _BatchNorm) and frozen(m)]
 
 
 def lr_mult_for(rules: Mapping[str, float], param_name: str) -> float | None:
