@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab.config.run_dirs import unique_dir
 from transferlab.config.schema import register_schemas
 
 
@@ -25,10 +26,13 @@ def launch_dir() -> str:
 
 def register_resolvers() -> None:
     """Everything conf/ needs before composition, in one call (the entry points and the tests make it):
-    the resolver `${launch_dir:}` (the directory the command was launched from) and the config schema (each
+    the resolvers `${launch_dir:}` (the directory the command was launched from) and `${unique_dir:...}`
+    (a run directory no other process gets, `transferlab.config.run_dirs`) and the config schema (each
     group's dataclass stored as `<group>/schema` in Hydra's ConfigStore, which the YAML options extend)."""
     if not OmegaConf.has_resolver("launch_dir"):
         OmegaConf.register_new_resolver("launch_dir", launch_dir)
+    if not OmegaConf.has_resolver("unique_dir"):
+        OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
     register_schemas()
 
 
