@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, read_write
 
 from tests.conftest import CONF, ROOT, compose_config, shrink
+from transferlab.callbacks.hparams import HPARAM_METRICS
 from transferlab.tasks.job import SWEEP_JOB_ENV, error_line, run_job
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -71,11 +72,11 @@ def test_sweep_with_failing_jobs_records_them_and_completes_the_others(tmp_path,
     assert float(rows[0]["val_acc_best"]) == summaries["0"]["val/acc_best"]
     assert (sweep / "summary.md").is_file() and (sweep / "summary.png").stat().st_size > 0
 
-    # HParams view: every completed job is a session with its hparams and val/acc_best as the metric.
+    # HParams view: every completed job is a session with its hparams and the run's metrics declared.
     for job in ("0", "3"):
         hparams, metrics, best = hparams_of(sweep / job / "tensorboard")
-        assert metrics == ["val/acc_best"]
-        assert hparams["optimizer/lr"] == {"0": 0.01, "3": 0.02}[job]
+        assert metrics == list(HPARAM_METRICS)
+        assert hparams["optimizer.lr"] == {"0": 0.01, "3": 0.02}[job]
         assert best == pytest.approx(summaries[job]["val/acc_best"])
 
 

@@ -117,6 +117,8 @@ class RunSummary(L.Callback):
             "precision": str(trainer.precision),  # what ran (a 16-bit request on a CPU is refused at start-up)
             **provenance(),
         }
+        for logger in trainer.loggers:  # a column of TensorBoard's HParams table (callbacks.hparams)
+            logger.log_metrics({"run/wall_time_s": wall}, step=trainer.global_step)
         self._report(trainer)
 
     @rank_zero_only

@@ -41,17 +41,3 @@ def to_plain(cfg: DictConfig | Any) -> Any:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)
     return cfg
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a/b': 1}; lists become strings (TensorBoard's HParams takes scalars only)."""
-    flat: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "/"))
-        elif value is None or isinstance(value, bool | int | float | str):
-            flat[name] = "null" if value is None else value
-        else:
-            flat[name] = str(value)
-    return flat

@@ -17,9 +17,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.callbacks.checkpoint_io import AtomicCheckpointIO
+from transferlab.callbacks.hparams import log_hparams, run_hparams
 from transferlab.callbacks.interrupt import GracefulInterrupt, RunInterrupted
 from transferlab.callbacks.summary import RunSummary
-from transferlab.config import flatten, register_resolvers, to_plain
+from transferlab.config import register_resolvers, to_plain
 from transferlab.config.checks import check_train_config
 from transferlab.data.features import CachedFeatureDataModule
 from transferlab.models.checkpoint import readable_checkpoint, resolve_checkpoint
@@ -122,11 +123,9 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      plugins=[AtomicCheckpointIO()])
 
-    hparams = flatten(to_plain(cfg))
-    hparams["dataset/classes"] = ",".join(datamodule.class_names)
-    for logger in trainer.loggers:
-        # Declaring val/acc_best here makes TensorBoard's HParams view show each run's best accuracy.
-        logger.log_hyperparams(hparams, metrics={"val/acc_best": 0.0})
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    log_hparams(trainer.loggers, run_hparams(cfg, hydra_cfg.runtime.choices if hydra_cfg else None,
+                                             hydra_cfg.overrides.task if hydra_cfg else ()))
 
     fit_data = datamodule
     if use_feature_cache(cfg.dataset.get("cache_features", "auto"), model):
