@@ -61,3 +61,82 @@ def test_optuna_search_runs_trials_and_resumes_its_sqlite_study(tmp_path, tiny_f
         rows = list(csv.DictReader(f))
     refused = "ConfigValueError: optimizer.lr=-1: the learning rate must be > 0 (the tutorial's is 0.001)."
     assert [(r["status"], r["error"]) for r in rows] == [("failed", refused)] * 2
+
+
+# --- repeat: each trial evaluated on several seeds or folds, the mean as the objective ------------------------
+def _job(tmp_path, overrides):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    from tests.conftest import compose_config
+
+    cfg = compose_config(tmp_path, overrides)
+    with read_write(HydraConfig.get()):
+        HydraConfig.get().mode = RunMode.MULTIRUN
+        HydraConfig.get().runtime.output_dir = str(tmp_path / "job")
+    return cfg
+
+
+def test_a_job_repeated_on_two_seeds_returns_the_mean_of_their_val_acc_best(tmp_path, tiny_folder):
+    import statistics
+
+    from transferlab.tasks.job import run_job
+
+    cfg = _job(tmp_path, shrink(tiny_folder, **{"+repeat.seeds": "[1,2]", "logger": "none",
+                                                "callbacks.dashboards": "null", "trainer.max_epochs": 2}))
+    value = run_job(cfg)
+    reps = {name: json.loads((tmp_path / "job" / name / "summary.json").read_text())
+            for name in ("rep_seed1", "rep_seed2")}
+    assert all(r["status"] == "ok" and r["seed"] == seed for r, seed in zip(reps.values(), (1, 2), strict=True))
+    values = [r["val/acc_best"] for r in reps.values()]
+    assert value == pytest.approx(statistics.fmean(values))
+    job = json.loads((tmp_path / "job" / "summary.json").read_text())
+    assert job["status"] == "ok" and job["val/acc_best"] == pytest.approx(value)
+    assert job["repeat"]["values"] == dict(zip(reps, values, strict=True))
+    assert job["val/acc_best_n"] == 2 and job["val/acc_best_std"] == pytest.approx(statistics.stdev(values))
+    assert (tmp_path / "job" / "rep_seed1" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_repeat_folds_runs_each_fold_in_its_own_directory(tmp_path, tiny_folder):
+    from transferlab.tasks.job import run_job
+
+    cfg = _job(tmp_path, shrink(tiny_folder, **{"+repeat.folds": 3, "+repeat.seeds": "[5]"}))
+    seen = []
+
+    def task(c):
+        seen.append((c.seed, c.dataset.folds, c.dataset.fold, c.paths.output_dir, c.dataset.split_seed))
+        return {"val/acc_best": 0.5 + 0.1 * c.dataset.fold}
+
+    assert run_job(cfg, task=task) == pytest.approx(0.6)
+    assert seen == [(5, 3, i, str(tmp_path / "job" / f"rep_seed5_fold{i}"), 5) for i in range(3)]
+
+
+def test_a_failing_repetition_fails_the_job(tmp_path, tiny_folder):
+    from transferlab.tasks.job import run_job
+
+    cfg = _job(tmp_path, shrink(tiny_folder, **{"+repeat.seeds": "[1,2,3]"}))
+    calls = []
+
+    def task(c):
+        calls.append(c.seed)
+        if c.seed == 2:
+            raise FloatingPointError("train/loss is nan")
+        return {"val/acc_best": 0.5}
+
+    assert run_job(cfg, task=task) is None
+    assert calls == [1, 2]  # the trial is a FAIL: no point in training seed 3
+    job = json.loads((tmp_path / "job" / "summary.json").read_text())
+    assert job["status"] == "failed" and job["error"] == "rep_seed2: FloatingPointError: train/loss is nan"
+
+
+def test_optuna_trials_repeated_on_seeds(tmp_path, tiny_folder):
+    pytest.importorskip("optuna")
+    proc = search(tmp_path, tiny_folder, "hydra.sweeper.n_trials=1", "+repeat.seeds=[1,2]",
+                  "hydra.sweeper.study_name=repeat")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job = next((tmp_path / "outputs" / "train" / "multiruns").glob("*/*/0"))
+    summary = json.loads((job / "summary.json").read_text())
+    assert sorted(summary["repeat"]["values"]) == ["rep_seed1", "rep_seed2"]
+    results = (job.parent / "optimization_results.yaml").read_text()
+    assert f"best_value: {summary['val/acc_best']}" in results

@@ -106,6 +106,11 @@ class DatasetConfig:
     num_workers: Any = "auto"  # int | auto (one loader process per spare core)
     val_fraction: float = 0.2
     split_seed: int = "${seed}"  # type: ignore[assignment]
+    # k-fold cross-validation: folds=K makes fold `fold` (0..K-1) of a stratified K-fold split (seeded by
+    # split_seed) of the pool the validation set and the other folds the training set. null: no folds.
+    folds: int | None = None
+    fold: int = 0
+    cv_pool: str = "train"  # the pool: train (the train folder) | all (train + val)
     pin_memory: Any = "auto"  # bool | auto (with CUDA)
     # Frozen backbone features computed once (outputs/cache/features): auto = when the strategy never trains
     # the backbone | true | false

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from transferlab.data.dataset import ON_BAD_FILE, ImageSamples
 from transferlab.data.decoded import DecodedImages
 from transferlab.data.doctor import BAD_FILE_CODES, BadFilesError, DatasetReport, Finding, diagnose
-from transferlab.data.folders import DatasetLayoutError, FolderSplits
+from transferlab.data.folders import DatasetLayoutError, FolderSplits, check_fold_settings, kfold_split
 from transferlab.data.images import DEFAULT_MAX_PIXELS
 from transferlab.data.input_spec import InputSpec
 from transferlab.data.loaders import training_loader
@@ -46,7 +46,9 @@ def default_eval_batch_size() -> int:
 
 
 class FolderDataModule(L.LightningDataModule):
-    """`root/train/<class>/*` + `root/val/<class>/*`, or `root/<class>/*` split by `val_fraction`.
+    """`root/train/<class>/*` + `root/val/<class>/*`, or `root/<class>/*` split by `val_fraction`; or, with
+    `folds=K`, fold `fold` of a stratified K-fold split of the train folder (`cv_pool="all"`: train + val) as
+    validation and the other folds as training (`folders.kfold_split`).
 
     Class names and the label mapping come from the training folder. Transforms follow the backbone's
     `InputSpec`, which the training task sets with `set_input_spec` once the model exists. What callbacks
@@ -77,6 +79,9 @@ class FolderDataModule(L.LightningDataModule):
         cache_images: bool | str = False,
         cache_features: bool | str = "auto",
         feature_views: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
+        cv_pool: str = "train",
     ) -> None:
         super().__init__()
         if on_bad_file not in ON_BAD_FILE:
@@ -110,6 +115,11 @@ class FolderDataModule(L.LightningDataModule):
         # Read by the training task: train a frozen backbone's head on cached features (transferlab.data.features)
         self.cache_features = cache_features
         self.feature_views = int(feature_views)
+        # k-fold cross-validation: fold `fold` of a `folds`-fold split of the pool is the validation set
+        check_fold_settings(folds, fold, cv_pool)
+        self.folds = None if folds is None else int(folds)
+        self.fold = int(fold)
+        self.cv_pool = cv_pool
         self.input_spec: InputSpec | None = None
         self.splits: FolderSplits | None = None
         self.report: DatasetReport | None = None
@@ -145,12 +155,18 @@ class FolderDataModule(L.LightningDataModule):
                 if finding.code != "tiny":  # set_input_spec re-checks it against the model's real crop size
                     _warn(finding)
             self.skipped = list(report.bad_files)
-            self.splits = report.splits
+            splits = report.splits
             log.info(
                 "%s: %d classes, %d train / %d val images (%s)",
-                self.root, len(self.splits.class_names), len(self.splits.train), len(self.splits.val),
-                self.splits.layout,
+                self.root, len(splits.class_names), len(splits.train), len(splits.val), splits.layout,
             )
+            if self.folds is not None:
+                # Group byte-identical files by the content hash the doctor already recorded for every file.
+                groups = {p: f["sha256"] for p, f in report.facts.items() if f.get("sha256")}
+                splits = kfold_split(splits, self.folds, self.fold, self.split_seed, self.cv_pool, groups)
+                log.info("fold %d/%d: %d train / %d val (dataset.cv_pool=%s, split_seed %d)", self.fold,
+                         self.folds, len(splits.train), len(splits.val), self.cv_pool, self.split_seed)
+            self.splits = splits
         return self.splits
 
     def report_dict(self) -> dict[str, Any]:
@@ -161,6 +177,8 @@ class FolderDataModule(L.LightningDataModule):
         d["on_bad_file"] = self.on_bad_file
         d["skipped"] = [self.report.rel(p) for p in self.skipped]
         d["samples"] = {"train": len(self.splits.train), "val": len(self.splits.val)}
+        if self.splits.fold is not None:  # the doctor's counts are of the folders; samples are the fold's
+            d["cv"] = {"fold": self.fold, "folds": self.folds, "pool": self.cv_pool, "seed": self.split_seed}
         return d
 
     @property

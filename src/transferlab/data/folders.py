@@ -14,9 +14,12 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from transferlab.config.checks import ConfigValueError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ class FolderSplits:
     train: list[Sample]
     val: list[Sample]
     layout: str  # "train_val" or "split"
+    fold: tuple[int, int] | None = None  # (i, K): fold i of a K-fold split of the pool is the validation set
 
 
 @dataclass(frozen=True)
@@ -287,3 +291,57 @@ def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple
         val.extend(group[:n_val])
         train.extend(group[n_val:])
     return train, val
+
+
+CV_POOLS = ("train", "all")
+
+
+def kfold_split(splits: FolderSplits, folds: int, fold: int, seed: int, pool: str = "train",
+                groups: Mapping[str, str] | None = None) -> FolderSplits:
+    """Fold `fold` of a stratified, seeded `folds`-fold split of the training pool as (train, val).
+
+    The pool is the train folder (`pool="train"`; a val/ folder is left out, e.g. kept as a final check) or
+    train + val (`"all"`). A dataset without val/ has one folder only: its pool is every image (no
+    `val_fraction` holdout is made). `groups` maps a path to a group key (the dataset doctor's content hash):
+    files of one group always land in the same fold, so byte-identical copies never straddle train and val.
+    Every fold of one (file list, seed) is disjoint from the others and together they are the pool.
+
+    scikit-learn's StratifiedGroupKFold does the assignment: with unique files each class is spread over the
+    folds within one image; with groups it keeps each group whole and the class shares as even as it can.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    check_fold_settings(folds, fold, pool)
+    members = splits.train + splits.val if pool == "all" or splits.layout == "split" else list(splits.train)
+    # The input order is part of the result: sort it so that the same files give the same folds.
+    members.sort(key=lambda s: (s.label, s.path))
+    counts = Counter(s.label for s in members)
+    short = {splits.class_names[label]: counts.get(label, 0) for label in range(len(splits.class_names))
+             if counts.get(label, 0) < folds}
+    if short:
+        where = "train + val" if pool == "all" or splits.layout == "split" else "the train folder"
+        raise DatasetLayoutError(
+            f"dataset.folds={folds}: class(es) {short} (images in {where}) have fewer images than folds; every "
+            "fold must hold each class. Use fewer folds, add images, or dataset.cv_pool=all to pool val/ too.")
+    keys = [(groups or {}).get(s.path, s.path) for s in members]
+    ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    labels = [s.label for s in members]
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    try:
+        train_idx, val_idx = list(splitter.split(labels, labels, [ids[k] for k in keys]))[fold]
+    except ValueError as e:  # fewer distinct contents than folds
+        raise DatasetLayoutError(f"dataset.folds={folds}: {e}") from None
+    return FolderSplits(splits.class_names, [members[i] for i in sorted(train_idx)],
+                        [members[i] for i in sorted(val_idx)], splits.layout, fold=(fold, folds))
+
+
+def check_fold_settings(folds: int | None, fold: int, pool: str) -> None:
+    """folds >= 2 (or None: no cross-validation), 0 <= fold < folds, pool in CV_POOLS (one-line user errors)."""
+    if pool not in CV_POOLS:
+        raise ConfigValueError(f"dataset.cv_pool={pool!r}; use one of {list(CV_POOLS)}.")
+    if folds is None:
+        return
+    if int(folds) < 2:
+        raise ConfigValueError(f"dataset.folds={folds}: cross-validation needs at least 2 folds (null: no folds).")
+    if not 0 <= int(fold) < int(folds):
+        raise ConfigValueError(f"dataset.fold={fold} with dataset.folds={folds}: use a fold in 0..{int(folds) - 1}.")
