@@ -6,11 +6,13 @@ import logging
 import shlex
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -95,12 +97,21 @@ def cached_features(cfg: DictConfig, model: TransferClassifier, datamodule, trai
 
 
 def resume_command(cfg: DictConfig) -> str:
-    """The command that continues this run in its own directory from `{ckpt}` (filled in on interruption)."""
+    """The command that continues this run from `{ckpt}` (filled in on interruption): a single run in its own
+    directory; a sweep job by re-running its sweep in the sweep's directory (finished jobs are skipped,
+    unfinished ones resume from their last.ckpt: transferlab.tasks.job)."""
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
+    if hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN:
+        sweep_dir = Path(hydra_cfg.sweep.dir)
+        recorded = sweep_dir / "multirun.yaml"  # Hydra's record of the sweep, with its comma-separated overrides
+        sweep = OmegaConf.select(OmegaConf.load(recorded), "hydra.overrides.task") if recorded.is_file() else None
+        words = ["python", "train.py", "-m", *[o for o in (sweep or []) if not o.startswith("hydra.sweep.dir=")],
+                 f"hydra.sweep.dir={sweep_dir}"]
+        return " ".join(shlex.quote(w) for w in words)
     overrides: list[str] = []
-    run_dir = str(cfg.paths.output_dir)
-    if HydraConfig.initialized():
-        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "hydra."))]
-    words = ["python", "train.py", *overrides, "ckpt_path={ckpt}", f"hydra.run.dir={run_dir}"]
+    if hydra_cfg is not None:
+        overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("ckpt_path=", "hydra."))]
+    words = ["python", "train.py", *overrides, "ckpt_path={ckpt}", f"hydra.run.dir={cfg.paths.output_dir}"]
     return " ".join(w if w == "ckpt_path={ckpt}" else shlex.quote(w) for w in words)
 
 
