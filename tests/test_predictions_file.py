@@ -65,3 +65,44 @@ def test_best_rows_survive_a_checkpoint_round_trip():
     fresh = ValPredictions()
     fresh.load_state_dict({})  # a checkpoint from before this callback existed
     assert fresh.best_rows is None and fresh._noted_best == -math.inf
+
+
+def test_ddp_gathers_both_ranks_and_rank0_writes_each_image_once(tmp_path):
+    """2 CPU ranks, 11 val images: DistributedSampler gives each rank 6 (one padded repeat); the file has 11."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, make_folder
+
+    data = make_folder(tmp_path / "data", {"train": {"ant": 8, "bee": 8}, "val": {"ant": 6, "bee": 5}})
+    args = [*shrink(data, logger="none", **{"trainer.limit_val_batches": 1.0, "callbacks.dashboards": "null"}),
+            "trainer.accelerator=cpu", "trainer.devices=2", "++trainer.strategy=ddp", f"paths.root_dir={tmp_path}",
+            "hydra.run.dir=run"]
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    rows = rows_of(run / "val_predictions.csv")
+    assert sorted(r["file"] for r in rows) == sorted(str(p) for p in (data / "val").rglob("*.png"))
+    accuracy = sum(r["predicted"] == r["true"] for r in rows) / len(rows)
+    best = json.loads((run / "summary.json").read_text())["val/acc_best"]
+    assert abs(accuracy - best) <= 1 / 11 + 1e-6  # val/acc counted the padded repeat once more
+
+
+def test_resumed_run_in_another_directory_still_writes_the_best_epochs_rows(tmp_path, tiny_folder):
+    first = compose_config(tmp_path / "a", shrink(tiny_folder, **{"trainer.max_epochs": 2,
+                                                                  "callbacks.early_stopping": "null"}, **WHOLE_VAL))
+    train(first)
+    original = (tmp_path / "a" / "run" / "val_predictions.csv").read_text()
+    last = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
+    # the checkpoint holds the best rows; epoch 3 may or may not beat them
+    second = compose_config(tmp_path / "b", shrink(tiny_folder, ckpt_path=last, **{
+        "trainer.max_epochs": 3, "callbacks.early_stopping": "null"}, **WHOLE_VAL))
+    summary = train(second)
+    written = (tmp_path / "b" / "run" / "val_predictions.csv").read_text()
+    if summary["best_epoch"] < 2:
+        assert written == original
+    rows = rows_of(tmp_path / "b" / "run" / "val_predictions.csv")
+    assert len(rows) == 12
+    assert sum(r["predicted"] == r["true"] for r in rows) / 12 == pytest.approx(summary["val/acc_best"], abs=1e-6)
