@@ -321,3 +321,12 @@ def test_paired_comparison_over_seeds_pairs_repetition_i_with_repetition_i(tmp_p
     assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx((lo, hi), abs=1e-12)
     md = (sweep / "summary.md").read_text()
     assert "200 images × 3 repetitions" in md and "pooled over repetitions paired by seed" in md
+
+
+def test_a_configuration_whose_jobs_all_failed_is_noted_not_compared(tmp_path):
+    sweep = tmp_path / "failed_other"
+    a, _ = known_pair()
+    write_predictions(make_job(sweep, 0, ["strategy=frozen"], ok(0.9, 1.0)), FILES200, TRUTH200, a)
+    make_job(sweep, 1, ["strategy=finetune"], {"status": "failed", "error": "boom"})
+    build_report(sweep)
+    assert "- `finetune`: no ok job; not compared" in (sweep / "summary.md").read_text()

@@ -273,8 +273,10 @@ def compare(best: Config, other: Config, rkeys: list[str], n_boot: int = N_BOOT,
     a_reps = {_repetition(j, rkeys): j for j in best.ok()}
     b_reps = {_repetition(j, rkeys): j for j in other.ok()}
     common = [r for r in a_reps if r in b_reps]
+    if not b_reps:
+        return Comparison(a_name, b_name, f"`{b_name}`: no ok job; not compared")
     if not common:
-        return Comparison(a_name, b_name, f"`{b_name}`: no ok job with the same {', '.join(rkeys) or 'job'} as "
+        return Comparison(a_name, b_name, f"`{b_name}`: no ok repetition with the same {', '.join(rkeys)} as "
                           f"`{a_name}`'s; not compared")
     correct_a, correct_b, val_sets, left_out = [], [], [], []
     differ = 0
