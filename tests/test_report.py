@@ -150,3 +150,183 @@ def test_command_line_rebuilds_the_report(sweep):
     assert proc.returncode == 0, proc.stderr
     assert "4 jobs: 3 ok, 1 failed" in proc.stdout
     assert (sweep / "summary.csv").is_file() and (sweep / "summary.png").is_file()
+
+
+# --- repetitions (seed=..., dataset.fold=...) ----------------------------------------------------------------
+@pytest.fixture
+def seeds(tmp_path: Path) -> Path:
+    """2 strategies x 3 seeds; one frozen seed failed."""
+    sweep = tmp_path / "seeds"
+    accs = {"finetune": [0.90, 0.92, 0.94], "frozen": [0.95, 0.97, None]}
+    num = 0
+    for strategy, values in accs.items():
+        for seed, acc in enumerate(values):
+            summary = ok(acc, 100.0 + 10 * seed) if acc is not None else {"status": "failed", "error": "boom"}
+            make_job(sweep, num, [*COMMON, f"strategy={strategy}", f"seed={seed}"], summary)
+            num += 1
+    return sweep
+
+
+def test_seeds_are_repetitions_aggregated_per_configuration(seeds):
+    paths = build_report(seeds)
+    assert sorted(p.name for p in paths.values()) == ["summary.csv", "summary.md", "summary.png", "summary_jobs.csv"]
+    rows = read_csv(seeds / "summary.csv")
+    assert [r["strategy"] for r in rows] == ["finetune", "frozen"]
+    assert "seed" in rows[0] and rows[0]["seed"] == "0 1 2" and rows[1]["seed"] == "0 1"  # the ok repetitions
+    fine, frozen = rows
+    assert fine["n"] == "3" and float(fine["val_acc_best_mean"]) == pytest.approx(0.92)
+    assert float(fine["val_acc_best_std"]) == pytest.approx(0.02)  # sample std (n - 1)
+    assert float(fine["val_acc_best_min"]) == 0.90 and float(fine["val_acc_best_max"]) == 0.94
+    assert float(fine["wall_time_s_mean"]) == pytest.approx(110.0) and float(fine["wall_time_s_std"]) == 10.0
+    assert frozen["n"] == "2" and float(frozen["val_acc_best_mean"]) == pytest.approx(0.96)
+    assert frozen["jobs"] == "3 4 5" and frozen["status"] == "2 ok, 1 failed"
+    # every job is still listed, one row each
+    jobs = read_csv(seeds / "summary_jobs.csv")
+    assert [(r["job"], r["strategy"], r["seed"]) for r in jobs][:2] == [("0", "finetune", "0"), ("1", "finetune", "1")]
+    md = (seeds / "summary.md").read_text()
+    assert "6 jobs: 5 ok, 1 failed; 2 configurations, repeated over seed (3 values)" in md
+    assert "Best mean val acc 0.9600 ± 0.0141 (n=2): strategy=frozen." in md
+    assert "| `finetune` | 3 | 0.9200 ± 0.0200 | 0.9000 – 0.9400 | 1m 50.0s ± 10.0s | 1m 40.0s – 2m 00.0s |" in md
+    assert "## Jobs" in md and "| 5 | `frozen` | `2` | - |" in md
+    with Image.open(seeds / "summary.png") as im:
+        assert im.format == "PNG" and len(im.convert("L").getcolors(maxcolors=1 << 16)) > 10
+
+
+def test_folds_count_as_repetitions_and_a_fixed_seed_does_not(tmp_path):
+    from transferlab.sweep_report import REPEAT_KEYS, repeat_keys
+
+    assert REPEAT_KEYS == ("seed", "dataset.fold")
+    sweep = tmp_path / "folds"
+    for num, (strategy, fold) in enumerate([("a", 0), ("a", 1), ("b", 0), ("b", 1)]):
+        make_job(sweep, num, ["seed=7", f"strategy={strategy}", f"dataset.fold={fold}"], ok(0.8 + num / 100, 5.0))
+    jobs = find_jobs(sweep)
+    assert repeat_keys(jobs, defining_keys(jobs)) == ["dataset.fold"]
+    build_report(sweep)
+    rows = read_csv(sweep / "summary.csv")
+    assert [(r["strategy"], r["n"], r["dataset.fold"]) for r in rows] == [("a", "2", "0 1"), ("b", "2", "0 1")]
+    assert "seed" not in rows[0]  # the same in every job: not a column
+
+
+# --- paired comparisons on the same images ---------------------------------------------------------------
+def write_predictions(job: Path, files: list[str], truth: list[str], correct: list[bool]) -> None:
+    lines = ["file,true,predicted,probability,true_probability"]
+    for f, t, c in zip(files, truth, correct, strict=True):
+        predicted = t if c else ("bee" if t == "ant" else "ant")
+        lines.append(f"{f},{t},{predicted},0.800000,{0.8 if c else 0.2:.6f}")
+    (job / "val_predictions.csv").write_text("\n".join(lines) + "\n")
+
+
+def known_pair(n=200, a_only=15, b_only=5, both=150, seed=0):
+    """Correctness of A and B on n images: A alone right on a_only, B alone on b_only, both on `both`."""
+    import numpy as np
+
+    a = np.zeros(n, dtype=bool)
+    b = np.zeros(n, dtype=bool)
+    a[:a_only] = True
+    b[a_only:a_only + b_only] = True
+    a[a_only + b_only:a_only + b_only + both] = b[a_only + b_only:a_only + b_only + both] = True
+    order = np.random.default_rng(seed).permutation(n)
+    return a[order].tolist(), b[order].tolist()
+
+
+FILES200 = [f"/data/val/{'ant' if i % 2 else 'bee'}/{i:03d}.png" for i in range(200)]
+TRUTH200 = ["ant" if i % 2 else "bee" for i in range(200)]
+
+
+def test_paired_comparison_matches_a_direct_computation(tmp_path):
+    import numpy as np
+    from scipy.stats import binomtest
+
+    from transferlab.sweep_report import BOOT_SEED, N_BOOT
+
+    sweep = tmp_path / "paired"
+    a, b = known_pair()
+    job_a = make_job(sweep, 0, ["strategy=frozen"], ok(sum(a) / 200, 10.0))
+    job_b = make_job(sweep, 1, ["strategy=finetune"], ok(sum(b) / 200, 50.0))
+    write_predictions(job_a, FILES200, TRUTH200, a)
+    # B's file lists the images in another order: they are matched by file, not by row
+    order = list(reversed(range(200)))
+    write_predictions(job_b, [FILES200[i] for i in order], [TRUTH200[i] for i in order], [b[i] for i in order])
+    paths = build_report(sweep)
+    assert "comparisons.csv" in {p.name for p in paths.values()}
+    (row,) = read_csv(sweep / "comparisons.csv")
+    assert (row["a"], row["b"], row["a_only"], row["b_only"], row["images"]) == ("frozen", "finetune", "15", "5", "200")
+    p = binomtest(5, 20, 0.5).pvalue  # two-sided
+    assert float(row["p_value"]) == pytest.approx(p, rel=1e-12)
+    assert float(row["diff"]) == pytest.approx(10 / 200)
+    d = np.array(a, dtype=float) - np.array(b, dtype=float)
+    idx = np.random.default_rng(BOOT_SEED).integers(0, 200, size=(N_BOOT, 200))
+    lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
+    assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx((lo, hi), abs=1e-12)
+    assert lo < 10 / 200 < hi
+    md = (sweep / "summary.md").read_text()
+    sentence = (f"`frozen` vs `finetune`: +5.0 points, 95% CI [{lo * 100:+.1f}, {hi * 100:+.1f}], p = {p:.2f}: ")
+    assert sentence in md
+    assert "(15 images only `frozen` got right, 5 only `finetune`; 200 images)" in md
+    # the per-job table is unchanged by the new section
+    assert len([line for line in md.splitlines() if line.startswith("| ")]) == 1 + 2
+
+
+def test_jobs_without_predictions_or_with_other_val_images_are_not_compared(tmp_path):
+    sweep = tmp_path / "mixed"
+    a, b = known_pair()
+    write_predictions(make_job(sweep, 0, ["strategy=frozen"], ok(0.9, 1.0)), FILES200, TRUTH200, a)
+    write_predictions(make_job(sweep, 1, ["strategy=finetune"], ok(0.8, 1.0)), FILES200, TRUTH200, b)
+    make_job(sweep, 2, ["strategy=partial"], ok(0.7, 1.0))  # an old job: no val_predictions.csv
+    other = [f.replace("/data/", "/other/") for f in FILES200]
+    write_predictions(make_job(sweep, 3, ["strategy=gradual"], ok(0.6, 1.0)), other, TRUTH200, b)
+    build_report(sweep)
+    md = (sweep / "summary.md").read_text()
+    assert "- `partial`: no val_predictions.csv (#2); not compared" in md
+    assert "- `gradual`: val sets differ (different files) (#3); not compared" in md
+    assert "- `frozen` vs `finetune`: +5.0 points" in md
+    rows = read_csv(sweep / "comparisons.csv")
+    assert [(r["b"], r["p_value"] != "") for r in rows] == [("finetune", True), ("partial", False), ("gradual", False)]
+
+
+def test_an_old_sweep_without_any_predictions_says_so_in_one_line(sweep):
+    paths = build_report(sweep)
+    md = (sweep / "summary.md").read_text()
+    assert "Paired comparison: no job wrote val_predictions.csv" in md
+    assert "comparisons.csv" not in {p.name for p in paths.values()}
+
+
+def test_paired_comparison_over_seeds_pairs_repetition_i_with_repetition_i(tmp_path):
+    import numpy as np
+    from scipy.stats import binomtest
+
+    from transferlab.evaluation.stats import paired_bootstrap_ci
+    from transferlab.sweep_report import BOOT_SEED, N_BOOT
+
+    sweep = tmp_path / "paired_seeds"
+    pairs = [known_pair(seed=s) for s in range(3)]  # per seed: 15 A-only, 5 B-only
+    num = 0
+    for strategy, which in (("frozen", 0), ("finetune", 1)):
+        for seed in (2, 0, 1):  # created out of seed order: pairing is by seed value, not by position
+            correct = pairs[seed][which]
+            job = make_job(sweep, num, [f"strategy={strategy}", f"seed={seed}"], ok(sum(correct) / 200, 1.0))
+            write_predictions(job, FILES200, TRUTH200, correct)
+            num += 1
+    build_report(sweep)
+    (row,) = read_csv(sweep / "comparisons.csv")
+    assert (row["repetitions"], row["a_only"], row["b_only"]) == ("3", "45", "15")
+    assert float(row["p_value"]) == pytest.approx(binomtest(15, 60, 0.5).pvalue, rel=1e-12)
+    # the same numbers as the function on the pairs in seed order (2, 0, 1: frozen's job order)
+    files = sorted(FILES200)
+    pos = [FILES200.index(f) for f in files]
+    ca = [np.array(pairs[s][0])[pos] for s in (2, 0, 1)]
+    cb = [np.array(pairs[s][1])[pos] for s in (2, 0, 1)]
+    diff, lo, hi = paired_bootstrap_ci(ca, cb, n_boot=N_BOOT, seed=BOOT_SEED)
+    assert float(row["diff"]) == pytest.approx(diff) == pytest.approx(0.05)
+    assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx((lo, hi), abs=1e-12)
+    md = (sweep / "summary.md").read_text()
+    assert "200 images × 3 repetitions" in md and "pooled over repetitions paired by seed" in md
+
+
+def test_a_configuration_whose_jobs_all_failed_is_noted_not_compared(tmp_path):
+    sweep = tmp_path / "failed_other"
+    a, _ = known_pair()
+    write_predictions(make_job(sweep, 0, ["strategy=frozen"], ok(0.9, 1.0)), FILES200, TRUTH200, a)
+    make_job(sweep, 1, ["strategy=finetune"], {"status": "failed", "error": "boom"})
+    build_report(sweep)
+    assert "- `finetune`: no ok job; not compared" in (sweep / "summary.md").read_text()
