@@ -330,3 +330,25 @@ def test_a_configuration_whose_jobs_all_failed_is_noted_not_compared(tmp_path):
     make_job(sweep, 1, ["strategy=finetune"], {"status": "failed", "error": "boom"})
     build_report(sweep)
     assert "- `finetune`: no ok job; not compared" in (sweep / "summary.md").read_text()
+
+
+def test_a_repeat_job_is_reported_as_its_repetitions(tmp_path):
+    """`+repeat.seeds=[1,2]` runs both seeds inside one job dir (rep_seed1/, rep_seed2/): the report lists and
+    aggregates them as two repetitions of one configuration, not as extra jobs without overrides."""
+    sweep = tmp_path / "sweep"
+    for num, strategy, accs in ((0, "frozen", (0.9, 0.8)), (1, "finetune", (0.7, 0.6))):
+        job = sweep / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- strategy={strategy}\n")
+        (job / "summary.json").write_text(json.dumps({"status": "ok", "val/acc_best": sum(accs) / 2}))
+        for seed, acc in zip((1, 2), accs, strict=True):
+            (job / f"rep_seed{seed}").mkdir()
+            (job / f"rep_seed{seed}" / "summary.json").write_text(json.dumps({"status": "ok", "val/acc_best": acc}))
+    jobs = find_jobs(sweep)
+    assert sorted((j.num, j.overrides["strategy"], j.overrides["seed"]) for j in jobs) == [
+        (0, "frozen", "1"), (0, "frozen", "2"), (1, "finetune", "1"), (1, "finetune", "2")]
+    build_report(sweep)
+    with open(sweep / "summary.csv", newline="") as f:
+        rows = {r["strategy"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"frozen", "finetune"}
+    assert float(rows["frozen"]["val_acc_best_mean"]) == pytest.approx(0.85)

@@ -99,12 +99,36 @@ class Job:
         return " ".join([name, *(f"{k}={_short(self.overrides[k])}" for k in keys if k in self.overrides)])
 
 
+_REP_DIR = re.compile(r"^rep(?:_seed(?P<seed>-?\d+))?(?:_fold(?P<fold>\d+))?$")
+
+
 def find_jobs(sweep_dir: Path) -> list[Job]:
-    """Every job directory under `sweep_dir`: one with a `.hydra/` folder or a `summary.json`."""
+    """Every job directory under `sweep_dir`: one with a `.hydra/` folder or a `summary.json`. A job run with
+    `repeat` (transferlab.tasks.job) is listed as its repetitions (`rep_seed<s>_fold<i>/`), each with the seed
+    or fold as an override, so they aggregate and pair like repetitions of a `seed=` / `dataset.fold=` sweep."""
     dirs = {p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")}
     dirs |= {p.parent for p in sweep_dir.rglob("summary.json")}
-    jobs = [_read_job(d) for d in dirs]
+    dirs = {d for d in dirs if not _REP_DIR.match(d.name) or d.parent not in dirs}  # repetitions come below
+    jobs = []
+    for d in dirs:
+        job = _read_job(d)
+        reps = sorted(r for r in d.iterdir() if _REP_DIR.match(r.name) and (r / "summary.json").is_file())
+        if reps:
+            jobs.extend(_repeat_job(job, r) for r in reps)
+        else:
+            jobs.append(job)
     return sorted(jobs, key=lambda j: (j.num is None, j.num if j.num is not None else 0, _natural(str(j.dir))))
+
+
+def _repeat_job(job: Job, rep_dir: Path) -> Job:
+    """One repetition of a `repeat` job: the job's overrides plus its seed and/or fold."""
+    match = _REP_DIR.match(rep_dir.name)
+    overrides = dict(job.overrides)
+    if match["seed"] is not None:
+        overrides["seed"] = match["seed"]
+    if match["fold"] is not None:
+        overrides["dataset.fold"] = match["fold"]
+    return Job(dir=rep_dir, num=job.num, overrides=overrides, summary=_read_job(rep_dir).summary)
 
 
 def _read_job(job_dir: Path) -> Job:
