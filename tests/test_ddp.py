@@ -1,7 +1,7 @@
 """Lightning DDP with 2 CPU processes (gloo) inside a Hydra run: one output directory, not one per rank.
 
 Lightning starts rank 1 by re-running the command line with Hydra's run dir. These tests run `train.py` in a
-subprocess, as a user would, and check where everything landed.
+subprocess, as a user would, and check where everything landed. All slow (each starts two processes).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ def run_train(args, cwd, timeout=300, env=None):
                           cwd=cwd, timeout=timeout, env=env or ENV)
 
 
+@pytest.mark.slow  # train.py and its rank 1: ~15 s on 2 cores
 def test_ddp_single_run_writes_one_run_dir(tmp_path, tiny_folder):
     proc = run_train([*shrink(tiny_folder), *DDP, f"paths.root_dir={tmp_path}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,4 +1,5 @@
-"""The frozen-feature cache: same results as live features, reused when nothing changed, rebuilt otherwise."""
+"""The frozen-feature cache: same results as live features, reused when nothing changed, rebuilt otherwise;
+the decoded-image cache (cache_images) feeds the same pixels; a sweep shares both across its jobs (slow)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ def test_strategies_that_train_the_backbone_never_use_the_cache(tmp_path, tiny_f
     assert _cache_files(tmp_path) == []
 
 
+@pytest.mark.slow  # a train.py multirun of four jobs; the cache reuse itself is checked in process above
 def test_a_sweep_of_two_strategies_by_two_configs_reuses_the_caches_across_jobs(tmp_path, tiny_folder):
     """The issue's target: frozen,finetune x two heads. Both frozen jobs share one feature extraction; with
     cache_images=disk both finetune jobs share one decoding."""
