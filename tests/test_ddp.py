@@ -82,7 +82,8 @@ def test_gradual_under_ddp_trains_the_backbone_on_every_rank_and_ranks_stay_iden
                       "strategy=gradual", "strategy.unfreeze_at=1", "trainer.max_epochs=3",
                       f"scheduler={scheduler}", "callbacks.early_stopping=null", "callbacks.dashboards=null",
                       "+callbacks.probe._target_=tests.ddp_probe.SaveRankWeights", f"+callbacks.probe.folder={probe}"],
-                     cwd=tmp_path, env={**ENV, "PYTHONPATH": str(ROOT)})
+                     cwd=tmp_path, env={**ENV, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT),
+                                                                                  os.environ.get("PYTHONPATH", "")])})
     assert proc.returncode == 0, proc.stderr[-3000:]
     start = torch.load(probe / "start_rank0.pt", weights_only=True)
     ranks = [torch.load(probe / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
