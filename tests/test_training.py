@@ -1,6 +1,6 @@
 """Training runs through the real config, shrunk: what `python train.py` writes, every strategy, frozen means
-frozen, resume, the class mapping; a typo stops the command before training; a multirun (slow) gets one directory
-per job."""
+frozen, resume, the class mapping into predictions (slow); a typo stops the command before training; a multirun
+(slow) gets one directory per job."""
 
 from __future__ import annotations
 
@@ -103,6 +103,7 @@ def test_resume_from_last_checkpoint_continues_the_run(tmp_path, tiny_folder):
     assert resumed["global_step"] == 2 * last["global_step"]
 
 
+@pytest.mark.slow  # 8 epochs to learn 3 classes; the mapping rule itself: tests/test_folders.py, by default
 def test_class_mapping_survives_into_predictions(tmp_path):
     # Val lacks "bee": ImageFolder on val/ would map wasp to 1. Train mapping must hold in predictions.
     folder = make_folder(tmp_path / "d", {"train": {"ant": 16, "bee": 16, "wasp": 16},
