@@ -1,4 +1,5 @@
-"""Evaluation: metrics checked against scikit-learn, refusal of a shifted class set, the files eval.py writes."""
+"""Evaluation: metrics checked against scikit-learn, refusal of a shifted class set, the files eval.py writes.
+The model is the session's shared `trained_run` (tests/conftest.py); the tests that edit its run directory copy it."""
 
 from __future__ import annotations
 

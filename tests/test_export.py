@@ -1,6 +1,6 @@
 """Exports reproduce the PyTorch model: ONNX in onnxruntime and TorchScript, from raw RGB pixels (normalisation
 inside the graph), on real images when available; safetensors rebuilds the model. Plus the train -> eval ->
-predict -> export chain on hymenoptera (slow)."""
+predict -> export chain on hymenoptera (slow). The model is the session's shared `trained_run` (tests/conftest.py)."""
 
 from __future__ import annotations
 

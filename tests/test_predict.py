@@ -1,4 +1,5 @@
-"""Inference from a checkpoint alone: finding it, loading it safely, predicting, skipping bad files, the CLI."""
+"""Inference from a checkpoint alone: finding it, loading it safely, predicting, skipping bad files, the CLI.
+The model is the session's shared `trained_run` (tests/conftest.py)."""
 
 from __future__ import annotations
 
