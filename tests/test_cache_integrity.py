@@ -1,5 +1,5 @@
 """Trusting the on-disk caches: corrupt entries are named, deleted and rebuilt; killed writers leave nothing
-that is ever used, and their temporary files are removed later; concurrent jobs build an entry once.
+that is ever used, and their temporary files are removed later; concurrent jobs build an entry once (slow).
 
 The three caches under outputs/cache/: frozen features (data/features.py), decoded images (data/decoded.py,
 memory-mapped) and the dataset doctor's facts (data/doctor/inspect.py). The backbone is a tiny conv net and
@@ -264,6 +264,7 @@ torch.save(features_of(module), out)
 """
 
 
+@pytest.mark.slow  # two racing processes, each build slowed to 0.3 s per batch
 def test_two_jobs_needing_the_same_feature_cache_build_it_once(tmp_path, tiny_folder):
     """Two processes set up the same feature cache at the same moment, each build slow (0.3 s per batch): one
     builds it, the other waits on the entry's lock and loads it, so features are extracted exactly once and

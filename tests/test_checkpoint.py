@@ -2,7 +2,9 @@
 
 Each hostile file below would create `marker` if any loader passed what it read to Hydra's `instantiate`
 (as transferlab 0.1 did). The loaders must refuse it naming the file and the field, create nothing, and the
-command-line tools must exit non-zero with that one line.
+command-line tools must exit non-zero with that one line (checked in process for each tool, and as a real
+command for eval.py; predict.py and export.py as real commands are slow). Files written by transferlab 0.1 still
+load and predict the same.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, compose_config
 from transferlab.inference import load_classifier
 from transferlab.models.checkpoint import CheckpointError, load_model, read_description
 
@@ -154,26 +156,57 @@ def test_exported_weights_that_do_not_fit_the_description_are_named(tmp_path):
     assert str(path) in str(err.value)
 
 
-# --- the command-line tools: one subprocess each ---------------------------------------------------------
+# --- the command-line tools --------------------------------------------------------------------------------
+# In process: each tool's task run as its script runs it, inside `reported(...)`, which turns the refusal into one
+# `error: ...` line on stderr and exit status 2. Then the real commands: eval.py by default, the others slow.
+def _hostile_args(tool: str, tmp_path: Path, folder: Path, kind: str) -> tuple[Path, Path, str, list[str]]:
+    marker = tmp_path / "pwned"
+    mutate, field = PAYLOADS["backbone.source is a call"]
+    path = (_hostile_ckpt if kind == "ckpt" else _hostile_safetensors)(tmp_path, mutate, marker)
+    extra = {"eval.py": ["dataset=folder", f"dataset.root={folder}"],
+             "predict.py": [f"inputs={folder / 'val'}"],
+             "export.py": ["format=onnx"]}[tool]
+    return marker, path, field, [f"ckpt_path={path}", *extra]
+
+
+def _assert_one_line_refusal(returncode: int, stderr: str, marker: Path, path: Path, field: str) -> None:
+    assert returncode != 0
+    assert not marker.exists(), "the payload ran"
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(path) in last and field in last, stderr[-2000:]
+    assert "HYDRA_FULL_ERROR" not in stderr and "Traceback" not in stderr
+
+
+TOOLS = [("eval.py", "ckpt"), ("predict.py", "safetensors"), ("export.py", "ckpt")]
+
+
+@pytest.mark.parametrize("tool,kind", TOOLS)
+def test_each_tools_task_refuses_a_hostile_file_with_one_line_and_status_2(tmp_path, tiny_folder, capsys, tool,
+                                                                           kind):
+    from transferlab.tasks import evaluate, export, predict
+    from transferlab.tasks.errors import EXIT_USER_ERROR, reported
+
+    marker, path, field, overrides = _hostile_args(tool, tmp_path, tiny_folder, kind)
+    task, extra_errors = {"eval.py": (evaluate.run, (evaluate.ClassMismatchError, evaluate.RunDirError)),
+                          "predict.py": (predict.run, ()),
+                          "export.py": (export.run, (export.ExportMismatchError,))}[tool]
+    cfg = compose_config(tmp_path, overrides, config_name=tool.removesuffix(".py"))
+    with pytest.raises(SystemExit) as exit_, reported(*extra_errors):  # what the script's main() does
+        task(cfg)
+    assert exit_.value.code == EXIT_USER_ERROR
+    _assert_one_line_refusal(exit_.value.code, capsys.readouterr().err, marker, path, field)
+
+
 def _cli(tool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / tool), *args], capture_output=True, text=True, cwd=cwd,
                           timeout=300)
 
 
-@pytest.mark.parametrize("tool,kind", [("eval.py", "ckpt"), ("predict.py", "safetensors"), ("export.py", "ckpt")])
+@pytest.mark.parametrize("tool,kind", [TOOLS[0], *(pytest.param(*t, marks=pytest.mark.slow) for t in TOOLS[1:])])
 def test_command_line_tools_refuse_a_hostile_file_with_one_line(tmp_path, tiny_folder, tool, kind):
-    marker = tmp_path / "pwned"
-    mutate, field = PAYLOADS["backbone.source is a call"]
-    path = (_hostile_ckpt if kind == "ckpt" else _hostile_safetensors)(tmp_path, mutate, marker)
-    extra = {"eval.py": ["dataset=folder", f"dataset.root={tiny_folder}"],
-             "predict.py": [f"inputs={tiny_folder / 'val'}"],
-             "export.py": ["format=onnx"]}[tool]
-    proc = _cli(tool, f"ckpt_path={path}", *extra, cwd=tmp_path)
-    assert proc.returncode != 0
-    assert not marker.exists(), "the payload ran"
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and str(path) in last and field in last, proc.stderr[-2000:]
-    assert "HYDRA_FULL_ERROR" not in proc.stderr and "Traceback" not in proc.stderr
+    marker, path, field, args = _hostile_args(tool, tmp_path, tiny_folder, kind)
+    proc = _cli(tool, *args, cwd=tmp_path)
+    _assert_one_line_refusal(proc.returncode, proc.stderr, marker, path, field)
 
 
 def test_a_tiny_input_is_predicted_with_a_warning_naming_it(tmp_path, caplog):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import subprocess
-import sys
 from typing import Any, get_origin, get_type_hints
 
 import pytest
@@ -16,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF, ROOT, compose_config, shrink
+from tests.conftest import CONF, compose_config, run_script, shrink
 from transferlab.config import register_resolvers
 from transferlab.config.schema import SCHEMAS, StrategyConfig
 from transferlab.models.backbones import packaged_weights_path
@@ -134,11 +132,11 @@ def test_wrong_type_fails_at_composition_naming_the_key(tmp_path, override):
     assert key in str(err.value.__cause__)  # OmegaConf's message: full_key: strategy.trainable_stages
 
 
-def test_wrong_type_on_the_command_line_stops_train_py_before_any_data(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "strategy.trainable_stages=two"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert proc.returncode != 0
-    assert "trainable_stages" in proc.stderr and "two" in proc.stderr
+def test_wrong_type_on_the_command_line_stops_train_py_before_any_data(tmp_path, monkeypatch, capsys):
+    returncode, stderr = run_script("train.py", "strategy.trainable_stages=two", cwd=tmp_path,
+                                    monkeypatch=monkeypatch, capsys=capsys)
+    assert returncode != 0
+    assert "trainable_stages" in stderr and "two" in stderr
     assert not (tmp_path / "outputs").exists()  # no run dir, so no checkpoint
     assert not (tmp_path / "data").exists()  # the default dataset (digits) was not written
     assert not list(tmp_path.rglob("*.ckpt"))

@@ -1,7 +1,7 @@
 """Lightning DDP with 2 CPU processes (gloo) inside a Hydra run: one output directory, not one per rank.
 
 Lightning starts rank 1 by re-running the command line with Hydra's run dir. These tests run `train.py` in a
-subprocess, as a user would, and check where everything landed.
+subprocess, as a user would, and check where everything landed. All slow (each starts two processes).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ def run_train(args, cwd, timeout=300, env=None):
                           cwd=cwd, timeout=timeout, env=env or ENV)
 
 
+@pytest.mark.slow  # train.py and its rank 1: ~15 s on 2 cores
 def test_ddp_single_run_writes_one_run_dir(tmp_path, tiny_folder):
     proc = run_train([*shrink(tiny_folder), *DDP, f"paths.root_dir={tmp_path}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -81,7 +82,8 @@ def test_gradual_under_ddp_trains_the_backbone_on_every_rank_and_ranks_stay_iden
                       "strategy=gradual", "strategy.unfreeze_at=1", "trainer.max_epochs=3",
                       f"scheduler={scheduler}", "callbacks.early_stopping=null", "callbacks.dashboards=null",
                       "+callbacks.probe._target_=tests.ddp_probe.SaveRankWeights", f"+callbacks.probe.folder={probe}"],
-                     cwd=tmp_path, env={**ENV, "PYTHONPATH": str(ROOT)})
+                     cwd=tmp_path, env={**ENV, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT),
+                                                                                  os.environ.get("PYTHONPATH", "")])})
     assert proc.returncode == 0, proc.stderr[-3000:]
     start = torch.load(probe / "start_rank0.pt", weights_only=True)
     ranks = [torch.load(probe / f"rank{r}.pt", weights_only=True) for r in (0, 1)]

@@ -1,4 +1,5 @@
-"""Evaluation: metrics checked against scikit-learn, refusal of a shifted class set, the files eval.py writes."""
+"""Evaluation: metrics checked against scikit-learn, refusal of a shifted class set, the files eval.py writes.
+The model is the session's shared `trained_run` (tests/conftest.py); the tests that edit its run directory copy it."""
 
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from sklearn import metrics as skm
 
-from tests.conftest import ROOT, compose_config, make_folder, shrink
-from tests.test_predict import CLASSES, train_tiny_run
+from tests.conftest import CLASSES, ROOT, compose_config, copy_run, make_folder, shrink
 from transferlab.evaluation.metrics import compute_metrics
 from transferlab.inference import load_classifier
 from transferlab.tasks.evaluate import (
@@ -28,11 +28,6 @@ from transferlab.tasks.evaluate import (
     training_data,
 )
 from transferlab.tasks.predict import expand_inputs, folder_labels
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> dict:
-    return train_tiny_run(tmp_path_factory.mktemp("tiny_run"))
 
 
 def _folder_dataset(tmp_path: Path, root: Path):
@@ -88,17 +83,17 @@ def test_class_sets_are_matched_by_name_and_differences_refused():
         check_classes(["ant", "bee", "moth"], ["ant", "bee", "wasp"], "dataset.root=/x")
 
 
-def test_eval_refuses_a_dataset_with_other_classes(tmp_path, tiny_run):
+def test_eval_refuses_a_dataset_with_other_classes(tmp_path, trained_run):
     other = make_folder(tmp_path / "other", {"train": {"ant": 2, "bee": 2, "moth": 2}, "val": {"ant": 1, "moth": 1}})
     with pytest.raises(ClassMismatchError) as err:
-        evaluate_checkpoint(tiny_run["run_dir"], _folder_dataset(tmp_path, other), output_dir=tmp_path / "out")
+        evaluate_checkpoint(trained_run["run_dir"], _folder_dataset(tmp_path, other), output_dir=tmp_path / "out")
     assert "moth" in str(err.value) and "wasp" in str(err.value) and str(other) in str(err.value)
     assert not (tmp_path / "out").exists()  # nothing scored, nothing written
 
 
-def test_eval_cli_uses_the_runs_own_data_and_writes_every_output(tmp_path, tiny_run):
+def test_eval_cli_uses_the_runs_own_data_and_writes_every_output(tmp_path, trained_run):
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "eval.py"), f"ckpt_path={tiny_run['run_dir']}", "top_k=2", "mistakes=4",
+        [sys.executable, str(ROOT / "eval.py"), f"ckpt_path={trained_run['run_dir']}", "top_k=2", "mistakes=4",
          f"paths.root_dir={tmp_path}", "progress=false", "device=cpu"],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )
@@ -108,8 +103,8 @@ def test_eval_cli_uses_the_runs_own_data_and_writes_every_output(tmp_path, tiny_
                 "calibration.png", "confident_mistakes.png", "predictions.csv"}
     assert expected <= {p.name for p in out.iterdir()}
     doc = json.loads((out / "metrics.json").read_text())
-    val_files = expand_inputs(Path(tiny_run["data"], "val"))
-    assert doc["checkpoint"] == tiny_run["best_checkpoint"]
+    val_files = expand_inputs(Path(trained_run["data"], "val"))
+    assert doc["checkpoint"] == trained_run["best_checkpoint"]
     assert doc["split"] == "val" and doc["metrics"]["num_images"] == len(val_files) == 15
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert sorted(r["file"] for r in rows) == sorted(val_files)
@@ -132,10 +127,10 @@ def test_eval_cli_uses_the_runs_own_data_and_writes_every_output(tmp_path, tiny_
     assert "| macro avg |" in proc.stdout and "ECE (15 bins)" in proc.stdout
 
 
-def test_predict_on_val_agrees_with_eval(tmp_path, tiny_run):
-    ev = evaluate_checkpoint(tiny_run["run_dir"], progress=False, batch_size=4)
-    clf = load_classifier(tiny_run["run_dir"])
-    files = expand_inputs(Path(tiny_run["data"], "val"))
+def test_predict_on_val_agrees_with_eval(tmp_path, trained_run):
+    ev = evaluate_checkpoint(trained_run["run_dir"], progress=False, batch_size=4)
+    clf = load_classifier(trained_run["run_dir"])
+    files = expand_inputs(Path(trained_run["data"], "val"))
     preds = clf.predict(files, batch_size=7)
     truth = folder_labels([p.source for p in preds], clf.class_names)
     folder_acc = sum(t == p.label for t, p in zip(truth, preds, strict=True)) / len(preds)
@@ -144,43 +139,37 @@ def test_predict_on_val_agrees_with_eval(tmp_path, tiny_run):
     assert {f: ev.class_names[int(i)] for f, i in zip(ev.files, ev.preds, strict=True)} == by_file
 
 
-def test_explicit_dataset_split_all_and_skipped_files(tmp_path, tiny_run):
+def test_explicit_dataset_split_all_and_skipped_files(tmp_path, trained_run):
     data = tmp_path / "copy"
-    shutil.copytree(tiny_run["data"], data)
+    shutil.copytree(trained_run["data"], data)
     (data / "val" / "bee" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    ev = evaluate_checkpoint(tiny_run["best_checkpoint"], _folder_dataset(tmp_path, data), split="all",
+    ev = evaluate_checkpoint(trained_run["best_checkpoint"], _folder_dataset(tmp_path, data), split="all",
                              progress=False)
     assert ev.metrics["num_images"] == 3 * 12 + 3 * 5
     # Left out by the dataset's own checks, or skipped when classified: either way reported, never fatal.
     reported = [s.source for s in ev.skipped] + ev.dataset_skipped
     assert [Path(p).name for p in reported] == ["broken.png"]
     with pytest.raises(ValueError, match="split='test'"):
-        evaluate_checkpoint(tiny_run["best_checkpoint"], _folder_dataset(tmp_path, data), split="test")
+        evaluate_checkpoint(trained_run["best_checkpoint"], _folder_dataset(tmp_path, data), split="test")
 
 
-def test_a_checkpoint_outside_its_run_needs_a_dataset(tmp_path, tiny_run):
+def test_a_checkpoint_outside_its_run_needs_a_dataset(tmp_path, trained_run):
     lone = tmp_path / "lone.ckpt"
-    shutil.copy(tiny_run["best_checkpoint"], lone)
+    shutil.copy(trained_run["best_checkpoint"], lone)
     with pytest.raises(FileNotFoundError, match="dataset=folder dataset.root="):
         evaluate_checkpoint(lone)
 
 
-def test_training_dataset_is_found_from_another_working_directory(tmp_path, tiny_run, monkeypatch):
+def test_training_dataset_is_found_from_another_working_directory(tmp_path, trained_run, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    data = training_data(Path(tiny_run["best_checkpoint"]))
-    assert Path(data["root"]) == Path(tiny_run["data"])
+    data = training_data(Path(trained_run["best_checkpoint"]))
+    assert Path(data["root"]) == Path(trained_run["data"])
     assert data["split_seed"] == 42
 
 
-def _copy_run(tiny_run: dict, dest: Path) -> Path:
-    run_dir = Path(tiny_run["best_checkpoint"]).parent.parent
-    shutil.copytree(run_dir, dest)
-    return dest
-
-
-def test_someone_elses_run_directory_is_data_nothing_in_it_runs(tmp_path, tiny_run):
+def test_someone_elses_run_directory_is_data_nothing_in_it_runs(tmp_path, trained_run):
     """eval.py reads a run dir's .hydra/config.yaml for the data only; its `_target_`s are never called."""
-    run = _copy_run(tiny_run, tmp_path / "theirs")
+    run = copy_run(trained_run, tmp_path / "theirs")
     marker = tmp_path / "pwned"
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     cfg.dataset._target_ = "builtins.open"
@@ -193,8 +182,8 @@ def test_someone_elses_run_directory_is_data_nothing_in_it_runs(tmp_path, tiny_r
 
 
 @pytest.mark.parametrize("value", ["[1, 2]", "{a: 1}", "not-a-number"])
-def test_a_run_directory_with_bad_data_settings_is_named(tmp_path, tiny_run, value):
-    run = _copy_run(tiny_run, tmp_path / "bad")
+def test_a_run_directory_with_bad_data_settings_is_named(tmp_path, trained_run, value):
+    run = copy_run(trained_run, tmp_path / "bad")
     config = run / ".hydra" / "config.yaml"
     key = "root" if value != "not-a-number" else "val_fraction"
     cfg = OmegaConf.load(config)

@@ -1,6 +1,6 @@
 """Exports reproduce the PyTorch model: ONNX in onnxruntime and TorchScript, from raw RGB pixels (normalisation
 inside the graph), on real images when available; safetensors rebuilds the model. Plus the train -> eval ->
-predict -> export chain on hymenoptera (slow)."""
+predict -> export chain on hymenoptera (slow). The model is the session's shared `trained_run` (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ from safetensors.torch import save_file
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from tests.conftest import HYMENOPTERA, ROOT, compose_config, requires_hymenoptera
-from tests.test_predict import CLASSES, train_tiny_run
+from tests.conftest import CLASSES, HYMENOPTERA, ROOT, compose_config, requires_hymenoptera
 from transferlab.data.images import load_rgb
 from transferlab.data.input_spec import InputSpec
 from transferlab.data.transforms import eval_transform
@@ -35,14 +34,9 @@ TOLERANCE = 1e-4
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> dict:
-    return train_tiny_run(tmp_path_factory.mktemp("tiny_run"))
-
-
-def _images(tiny_run: dict) -> list[str]:
+def _images(trained_run: dict) -> list[str]:
     """Real photos when the hymenoptera set is here (the tiny model still runs on them), else the synthetic."""
-    synthetic = expand_inputs(Path(tiny_run["data"], "val"))[::3]
+    synthetic = expand_inputs(Path(trained_run["data"], "val"))[::3]
     real = sorted(str(p) for p in (HYMENOPTERA / "val").glob("*/*.jpg"))[::20] if (HYMENOPTERA / "val").is_dir() \
         else []
     return synthetic + real
@@ -62,8 +56,8 @@ def _pytorch_logits(model, files: list[str]) -> torch.Tensor:
         return model.eval()(torch.stack([tf(load_rgb(f)) for f in files]))
 
 
-def test_onnx_takes_uint8_pixels_and_matches_pytorch(tmp_path, tiny_run):
-    out = export(tiny_run["run_dir"], "onnx", tmp_path / "onnx")
+def test_onnx_takes_uint8_pixels_and_matches_pytorch(tmp_path, trained_run):
+    out = export(trained_run["run_dir"], "onnx", tmp_path / "onnx")
     labels = json.loads(out.labels.read_text())
     assert labels["class_names"] == CLASSES and labels["input"]["dtype"] == "uint8"
     assert labels["input"]["shape"] == ["batch", 3, 32, 32]
@@ -71,7 +65,7 @@ def test_onnx_takes_uint8_pixels_and_matches_pytorch(tmp_path, tiny_run):
     assert json.loads({p.key: p.value for p in proto.metadata_props}["labels"])["class_names"] == CLASSES
     assert not list(out.path.parent.glob("*.data"))  # one self-contained file
 
-    files = _images(tiny_run)
+    files = _images(trained_run)
     pixels = _deployment_inputs(labels, files)
     session = ort.InferenceSession(str(out.path), providers=["CPUExecutionProvider"])
     (inp,) = session.get_inputs()
@@ -84,12 +78,12 @@ def test_onnx_takes_uint8_pixels_and_matches_pytorch(tmp_path, tiny_run):
     assert (one - expected[:1]).abs().max().item() < TOLERANCE
 
 
-def test_torchscript_matches_pytorch_from_pixels(tmp_path, tiny_run):
-    out = export(tiny_run["run_dir"], "torchscript", tmp_path / "ts")
+def test_torchscript_matches_pytorch_from_pixels(tmp_path, trained_run):
+    out = export(trained_run["run_dir"], "torchscript", tmp_path / "ts")
     extra = {"labels.json": ""}
     scripted = torch.jit.load(str(out.path), _extra_files=extra)
     assert json.loads(extra["labels.json"])["class_names"] == CLASSES
-    files = _images(tiny_run)
+    files = _images(trained_run)
     with torch.no_grad():
         got = scripted(_deployment_inputs(json.loads(out.labels.read_text()), files))
     expected = _pytorch_logits(out.model, files)
@@ -97,16 +91,16 @@ def test_torchscript_matches_pytorch_from_pixels(tmp_path, tiny_run):
     assert got.argmax(1).tolist() == expected.argmax(1).tolist()
 
 
-def test_safetensors_rebuilds_the_model_exactly(tmp_path, tiny_run):
-    out = export(tiny_run["run_dir"], "safetensors", tmp_path / "st")
+def test_safetensors_rebuilds_the_model_exactly(tmp_path, trained_run):
+    out = export(trained_run["run_dir"], "safetensors", tmp_path / "st")
     assert json.loads(out.labels.read_text())["class_names"] == CLASSES
     rebuilt = load_classifier(out.path)
     assert rebuilt.class_names == CLASSES and rebuilt.input_spec == out.model.input_spec
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(rebuilt.model(x), out.model.eval()(x))
-    files = _images(tiny_run)
-    assert [p.label for p in rebuilt.predict(files)] == [p.label for p in load_classifier(tiny_run["run_dir"])
+    files = _images(trained_run)
+    assert [p.label for p in rebuilt.predict(files)] == [p.label for p in load_classifier(trained_run["run_dir"])
                                                         .predict(files)]
     bare = tmp_path / "bare.safetensors"
     save_file({"w": torch.zeros(2)}, str(bare))
@@ -114,10 +108,10 @@ def test_safetensors_rebuilds_the_model_exactly(tmp_path, tiny_run):
         load_classifier(bare)
 
 
-def test_export_cli_checks_float_onnx_on_images(tmp_path, tiny_run):
-    val = Path(tiny_run["data"], "val")
+def test_export_cli_checks_float_onnx_on_images(tmp_path, trained_run):
+    val = Path(trained_run["data"], "val")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "export.py"), f"ckpt_path={tiny_run['run_dir']}", "format=onnx",
+        [sys.executable, str(ROOT / "export.py"), f"ckpt_path={trained_run['run_dir']}", "format=onnx",
          "input_dtype=float32", f"verify_inputs={val}", f"output_dir={tmp_path / 'out'}", f"paths.root_dir={tmp_path}"],
         capture_output=True, text=True, cwd=tmp_path, timeout=900,
     )
@@ -130,12 +124,12 @@ def test_export_cli_checks_float_onnx_on_images(tmp_path, tiny_run):
     assert json.loads((tmp_path / "out" / "labels.json").read_text())["input"]["range"] == "0-1"
 
 
-def test_an_export_that_disagrees_is_rejected(tmp_path, tiny_run, monkeypatch):
+def test_an_export_that_disagrees_is_rejected(tmp_path, trained_run, monkeypatch):
     import transferlab.tasks.export as ex
 
     real = ex.run_exported
     monkeypatch.setattr(ex, "run_exported", lambda *a, **k: real(*a, **k) + 1e-3)
-    cfg = OmegaConf.create({"ckpt_path": tiny_run["run_dir"], "format": "safetensors", "input_dtype": "uint8",
+    cfg = OmegaConf.create({"ckpt_path": trained_run["run_dir"], "format": "safetensors", "input_dtype": "uint8",
                             "opset": None, "output_dir": str(tmp_path), "verify": True, "verify_inputs": None,
                             "verify_limit": 4, "tolerance": TOLERANCE})
     with pytest.raises(ExportMismatchError, match="Do not ship it"):
@@ -144,9 +138,9 @@ def test_an_export_that_disagrees_is_rejected(tmp_path, tiny_run, monkeypatch):
     assert export_run(cfg)["max_abs_diff"] < TOLERANCE
 
 
-def test_unknown_format_is_named(tmp_path, tiny_run):
+def test_unknown_format_is_named(tmp_path, trained_run):
     with pytest.raises(ValueError, match="format='tflite'"):
-        export(tiny_run["run_dir"], "tflite", tmp_path)
+        export(trained_run["run_dir"], "tflite", tmp_path)
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""The frozen-feature cache: same results as live features, reused when nothing changed, rebuilt otherwise."""
+"""The frozen-feature cache: same results as live features, reused when nothing changed, rebuilt otherwise;
+the decoded-image cache (cache_images) feeds the same pixels; a sweep shares both across its jobs (slow)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from hydra.utils import instantiate
 from tests.conftest import ROOT, compose_config, shrink
 from transferlab.tasks.train import train
 
+# For the tests about which cache entries exist: the entry is written before the first training step, so one
+# epoch shows it as well as four.
+ONE_EPOCH = {"trainer.max_epochs": 1}
 NO_AUGMENT = {"dataset.augment.scale": "[1.0,1.0]", "dataset.augment.ratio": "[1.0,1.0]",
               "dataset.augment.hflip": "false", "dataset.input.crop_pct": 1.0}
 
@@ -40,33 +44,36 @@ def test_cached_and_live_features_train_the_same_head(tmp_path, tiny_folder):
 
 
 def test_second_run_reuses_the_cache_and_a_changed_file_invalidates_it(tmp_path, tiny_folder):
-    _run(tmp_path, tiny_folder, "one")
+    _run(tmp_path, tiny_folder, "one", **ONE_EPOCH)
     (first,) = _cache_files(tmp_path)
     mtime = first.stat().st_mtime_ns
-    _run(tmp_path, tiny_folder, "two", **{"optimizer.lr": 0.01})  # the lr does not change features
+    _run(tmp_path, tiny_folder, "two", **ONE_EPOCH, **{"optimizer.lr": 0.01})  # the lr does not change features
     assert _cache_files(tmp_path) == [first] and first.stat().st_mtime_ns == mtime
     image = next((tiny_folder / "train" / "ant").glob("*.png"))
     os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
-    _run(tmp_path, tiny_folder, "three")
+    _run(tmp_path, tiny_folder, "three", **ONE_EPOCH)
     assert len(_cache_files(tmp_path)) == 2
 
 
 def test_augmented_views_are_a_separate_cache_entry(tmp_path, tiny_folder):
     import torch
 
-    _run(tmp_path, tiny_folder, "plain")
-    _run(tmp_path, tiny_folder, "views", **{"dataset.feature_views": 3})
+    _run(tmp_path, tiny_folder, "plain", **ONE_EPOCH)
+    _run(tmp_path, tiny_folder, "views", **ONE_EPOCH, **{"dataset.feature_views": 3})
     files = _cache_files(tmp_path)
     shapes = sorted(tuple(torch.load(f, weights_only=True)["train"].shape[:2]) for f in files)
     assert shapes == [(1, 24), (3, 24)]
 
 
 def test_strategies_that_train_the_backbone_never_use_the_cache(tmp_path, tiny_folder):
-    _run(tmp_path, tiny_folder, "partial", **{"strategy": "partial", "dataset.cache_features": "true",
-                                               "strategy.trainable_stages": 1})
+    # A feature cache would be written before the first training step: one short epoch through the real backbone.
+    _run(tmp_path, tiny_folder, "partial", **ONE_EPOCH, **{"strategy": "partial", "dataset.cache_features": "true",
+                                                            "strategy.trainable_stages": 1,
+                                                            "trainer.limit_train_batches": 2})
     assert _cache_files(tmp_path) == []
 
 
+@pytest.mark.slow  # a train.py multirun of four jobs; the cache reuse itself is checked in process above
 def test_a_sweep_of_two_strategies_by_two_configs_reuses_the_caches_across_jobs(tmp_path, tiny_folder):
     """The issue's target: frozen,finetune x two heads. Both frozen jobs share one feature extraction; with
     cache_images=disk both finetune jobs share one decoding."""

@@ -1,4 +1,5 @@
-"""Interruptions end honestly (a checkpoint of the moment, status interrupted, a non-zero exit) and resume exactly."""
+"""Interruptions end honestly (a checkpoint of the moment, status interrupted, a non-zero exit) and resume exactly.
+In process, signalling this process mid-epoch; the real `train.py` killed by SIGTERM and resumed is slow."""
 
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGUSR1, 138)])
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130),
+                                         # SIGUSR1 stops a run by default too: test_sigusr1_on_slurm_requeues_the_job
+                                         pytest.param(signal.SIGUSR1, 138, marks=pytest.mark.slow)])
 def test_a_signal_mid_epoch_checkpoints_that_moment_and_says_how_to_resume(tmp_path, tiny_folder, signum, code):
     with pytest.raises(RunInterrupted) as stopped:
         _train(tmp_path, tiny_folder, "run", [SignalAt(signum, 6)])

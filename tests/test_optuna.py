@@ -1,4 +1,5 @@
-"""hparams_search=optuna: Hydra's Optuna sweeper maximising val/acc_best, stored in SQLite so it resumes."""
+"""hparams_search=optuna: Hydra's Optuna sweeper maximising val/acc_best, stored in SQLite so it resumes.
+Slow: two `train.py -m` processes of two trials each."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def search(tmp_path, folder, *extra: str) -> subprocess.CompletedProcess:
                           cwd=tmp_path, timeout=600, env=ENV)
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_trials_and_resumes_its_sqlite_study(tmp_path, tiny_folder):
     optuna = pytest.importorskip("optuna")
     first = search(tmp_path, tiny_folder, "hydra.sweeper.n_trials=2")

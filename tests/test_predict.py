@@ -1,4 +1,5 @@
-"""Inference from a checkpoint alone: finding it, loading it safely, predicting, skipping bad files, the CLI."""
+"""Inference from a checkpoint alone: finding it, loading it safely, predicting, skipping bad files, the CLI.
+The model is the session's shared `trained_run` (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -15,34 +16,13 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from tests.conftest import ROOT, make_folder, shrink
+from tests.conftest import CLASSES, ROOT, make_folder
 from transferlab.data.images import load_rgb
 from transferlab.data.transforms import eval_transform
 from transferlab.inference import load_classifier
 from transferlab.models.checkpoint import CheckpointError, resolve_checkpoint
 from transferlab.tasks.predict import expand_inputs, folder_labels
 from transferlab.tasks.predict import run as predict_run
-
-CLASSES = ["ant", "bee", "wasp"]
-
-
-def train_tiny_run(root: Path) -> dict:
-    """A 3-class tiny model trained in seconds through the real `train.py` (so the run dir has its .hydra/
-    config, with a dataset.root relative to the launch directory). Returns summary.json plus run_dir, data."""
-    folder = make_folder(root / "data", {"train": {c: 12 for c in CLASSES}, "val": {c: 5 for c in CLASSES}})
-    overrides = shrink("data", **{"trainer.max_epochs": 2, "trainer.limit_train_batches": 9, "optimizer": "adamw",
-                                  "optimizer.lr": 0.01, "strategy": "finetune", "logger": "none"})
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], capture_output=True, text=True,
-                          cwd=root, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (summary_file,) = (root / "outputs" / "train" / "runs").glob("*/*/summary.json")
-    summary = json.loads(summary_file.read_text())
-    return {**summary, "run_dir": str(summary_file.parent), "data": str(folder)}
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> dict:
-    return train_tiny_run(tmp_path_factory.mktemp("tiny_run"))
 
 
 def _manual_probs(model, paths) -> torch.Tensor:
@@ -52,12 +32,12 @@ def _manual_probs(model, paths) -> torch.Tensor:
 
 
 # --- finding checkpoints -----------------------------------------------------------------------------------
-def test_run_dir_resolves_to_best_and_last(tiny_run):
-    run = tiny_run["run_dir"]
-    assert resolve_checkpoint(run) == Path(tiny_run["best_checkpoint"])
-    assert resolve_checkpoint(f"{run}:best") == Path(tiny_run["best_checkpoint"])
+def test_run_dir_resolves_to_best_and_last(trained_run):
+    run = trained_run["run_dir"]
+    assert resolve_checkpoint(run) == Path(trained_run["best_checkpoint"])
+    assert resolve_checkpoint(f"{run}:best") == Path(trained_run["best_checkpoint"])
     assert resolve_checkpoint(f"{run}:last") == Path(run) / "checkpoints" / "last.ckpt"
-    assert resolve_checkpoint(tiny_run["best_checkpoint"]) == Path(tiny_run["best_checkpoint"])
+    assert resolve_checkpoint(trained_run["best_checkpoint"]) == Path(trained_run["best_checkpoint"])
 
 
 def test_run_dir_without_summary_picks_the_best_accuracy_in_the_names(tmp_path):
@@ -69,7 +49,7 @@ def test_run_dir_without_summary_picks_the_best_accuracy_in_the_names(tmp_path):
     assert resolve_checkpoint(f"{tmp_path / 'run'}:last").name == "last.ckpt"
 
 
-def test_unresolvable_checkpoints_say_what_exists(tmp_path, tiny_run):
+def test_unresolvable_checkpoints_say_what_exists(tmp_path, trained_run):
     with pytest.raises(CheckpointError, match="does not exist"):
         resolve_checkpoint(tmp_path / "nope")
     only_last = tmp_path / "r" / "checkpoints"
@@ -78,7 +58,7 @@ def test_unresolvable_checkpoints_say_what_exists(tmp_path, tiny_run):
     with pytest.raises(CheckpointError, match=r"no best checkpoint.*last\.ckpt.*:last"):
         resolve_checkpoint(tmp_path / "r")
     with pytest.raises(CheckpointError, match="applies to a run directory"):
-        resolve_checkpoint(f"{tiny_run['best_checkpoint']}:last")
+        resolve_checkpoint(f"{trained_run['best_checkpoint']}:last")
 
 
 # --- loading safely ----------------------------------------------------------------------------------------
@@ -91,8 +71,8 @@ class _Payload:
         return (Path.touch, (Path(self.marker),))
 
 
-def test_checkpoint_with_pickled_objects_is_refused_without_running_them(tmp_path, tiny_run):
-    ckpt = torch.load(tiny_run["best_checkpoint"], map_location="cpu", weights_only=True)
+def test_checkpoint_with_pickled_objects_is_refused_without_running_them(tmp_path, trained_run):
+    ckpt = torch.load(trained_run["best_checkpoint"], map_location="cpu", weights_only=True)
     payload = _Payload()
     payload.marker = str(tmp_path / "code_ran")
     ckpt["extra"] = payload
@@ -115,14 +95,14 @@ def test_foreign_or_broken_files_are_named(tmp_path):
 
 
 # --- predicting ----------------------------------------------------------------------------------------------
-def test_checkpoint_alone_predicts_like_the_model_with_its_eval_transform(tmp_path, tiny_run):
+def test_checkpoint_alone_predicts_like_the_model_with_its_eval_transform(tmp_path, trained_run):
     lone = tmp_path / "elsewhere" / "model.ckpt"  # no run dir, no config, no summary next to it
     lone.parent.mkdir()
-    shutil.copy(tiny_run["best_checkpoint"], lone)
+    shutil.copy(trained_run["best_checkpoint"], lone)
     clf = load_classifier(lone, device="cpu")
     assert clf.class_names == CLASSES
     assert clf.input_spec.image_size == 32
-    files = sorted(Path(tiny_run["data"], "val").rglob("*.png"))
+    files = sorted(Path(trained_run["data"], "val").rglob("*.png"))
     preds = clf.predict(files, top_k=2, batch_size=4)
     expected = _manual_probs(clf.model, files)
     assert [p.source for p in preds] == [str(f) for f in files]
@@ -134,24 +114,24 @@ def test_checkpoint_alone_predicts_like_the_model_with_its_eval_transform(tmp_pa
     from_pil = clf.predict([Image.open(f) for f in files[:3]])
     assert [p.label for p in from_pil] == [p.label for p in preds[:3]]
     assert from_pil[0].prob == pytest.approx(preds[0].prob, abs=1e-6)
-    assert load_classifier(tiny_run["run_dir"]).predict(files[0])[0].label == preds[0].label  # one path
+    assert load_classifier(trained_run["run_dir"]).predict(files[0])[0].label == preds[0].label  # one path
 
 
-def test_bad_files_are_reported_and_skipped_never_crashing_the_batch(tmp_path, tiny_run):
-    good = sorted(Path(tiny_run["data"], "val", "ant").glob("*.png"))[:3]
+def test_bad_files_are_reported_and_skipped_never_crashing_the_batch(tmp_path, trained_run):
+    good = sorted(Path(trained_run["data"], "val", "ant").glob("*.png"))[:3]
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(os.urandom(300))
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(good[0].read_bytes()[:60])
     missing = tmp_path / "missing.png"
     inputs = [good[0], corrupt, good[1], truncated, missing, good[2]]
-    preds = load_classifier(tiny_run["run_dir"]).predict(inputs, batch_size=2)
+    preds = load_classifier(trained_run["run_dir"]).predict(inputs, batch_size=2)
     assert [p.source for p in preds] == [str(g) for g in good]
     assert [s.source for s in preds.skipped] == [str(corrupt), str(truncated), str(missing)]
     for s in preds.skipped:
         assert s.source in s.error
     with pytest.raises(TypeError, match="inputs\\[0\\]"):
-        load_classifier(tiny_run["run_dir"]).predict([123])
+        load_classifier(trained_run["run_dir"]).predict([123])
 
 
 def test_expand_inputs_files_folders_globs(tmp_path):
@@ -178,18 +158,18 @@ def _predict_cfg(**values):
     return OmegaConf.create({**base, **values})
 
 
-def test_predict_json_lists_predictions_and_skipped(tmp_path, tiny_run, capsys):
+def test_predict_json_lists_predictions_and_skipped(tmp_path, trained_run, capsys):
     bad = tmp_path / "in" / "bad.png"
     bad.parent.mkdir()
     bad.write_bytes(b"\x89PNG garbage")
-    good = sorted(Path(tiny_run["data"], "val", "bee").glob("*.png"))
+    good = sorted(Path(trained_run["data"], "val", "bee").glob("*.png"))
     for f in good:
         shutil.copy(f, tmp_path / "in" / f.name)
     out = tmp_path / "p.json"
-    summary = predict_run(_predict_cfg(ckpt_path=tiny_run["run_dir"], inputs=str(tmp_path / "in"), output=str(out),
+    summary = predict_run(_predict_cfg(ckpt_path=trained_run["run_dir"], inputs=str(tmp_path / "in"), output=str(out),
                                        top_k=5))
     doc = json.loads(out.read_text())
-    assert doc["classes"] == CLASSES and doc["checkpoint"] == tiny_run["best_checkpoint"]
+    assert doc["classes"] == CLASSES and doc["checkpoint"] == trained_run["best_checkpoint"]
     assert len(doc["predictions"]) == len(good) == summary["predicted"]
     assert [s["file"] for s in doc["skipped"]] == [str(bad)]
     first = doc["predictions"][0]
@@ -197,14 +177,14 @@ def test_predict_json_lists_predictions_and_skipped(tmp_path, tiny_run, capsys):
     assert sum(t["prob"] for t in first["top_k"]) == pytest.approx(1.0, abs=1e-4)
     assert f"  skipped: Cannot read image {bad}" in capsys.readouterr().out
     with pytest.raises(ValueError, match="output='p.txt'"):
-        predict_run(_predict_cfg(ckpt_path=tiny_run["run_dir"], inputs=str(tmp_path / "in"), output="p.txt"))
+        predict_run(_predict_cfg(ckpt_path=trained_run["run_dir"], inputs=str(tmp_path / "in"), output="p.txt"))
 
 
-def test_predict_cli_writes_csv_and_reports_folder_accuracy(tmp_path, tiny_run):
-    val = Path(tiny_run["data"], "val")
+def test_predict_cli_writes_csv_and_reports_folder_accuracy(tmp_path, trained_run):
+    val = Path(trained_run["data"], "val")
     out = tmp_path / "preds.csv"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "predict.py"), f"ckpt_path={tiny_run['run_dir']}:last", f"inputs={val}",
+        [sys.executable, str(ROOT / "predict.py"), f"ckpt_path={trained_run['run_dir']}:last", f"inputs={val}",
          "top_k=2", f"output={out}", f"paths.root_dir={tmp_path}", "progress=false", "device=cpu"],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )

@@ -1,10 +1,12 @@
-"""The speed switches change how fast a run goes, never what it learns or what its checkpoint holds."""
+"""The speed switches change how fast a run goes, never what it learns or what its checkpoint holds; the summary
+tells training time from wall time; the benchmark script runs end to end (slow)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,14 +88,15 @@ def test_compile_switch_trains_with_unchanged_checkpoint_names(tmp_path, tiny_fo
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 2)
 
 
-def test_summary_separates_training_batches_from_wall_time(tmp_path, tiny_folder):
-    summary = train(compose_config(tmp_path, shrink(tiny_folder)))
+def test_summary_separates_training_batches_from_wall_time(tiny_training):
+    summary = tiny_training("partial")  # the default strategy
     assert 0 < summary["train_phase_s"] < summary["wall_time_s"]
     assert summary["train_phase_images_per_s"] > summary["train_images_per_s"]
-    written = json.loads((tmp_path / "run" / "summary.json").read_text())
+    written = json.loads((Path(summary["run_dir"]) / "summary.json").read_text())
     assert written["train_phase_s"] == summary["train_phase_s"]
 
 
+@pytest.mark.slow  # eight trainings in a second process: ~40 s on 2 cores
 def test_benchmark_script_smoke(tmp_path):
     """The benchmark's four arms run end to end on a tiny folder and write the table and its JSON."""
     data = make_folder(tmp_path / "data", {"train": {"ants": 6, "bees": 6}, "val": {"ants": 3, "bees": 3}}, size=40)

@@ -1,4 +1,7 @@
-"""Sweeps survive their jobs: a failing job is recorded and the others complete; the report has every row."""
+"""Sweeps survive their jobs: a failing job is recorded and the others complete; the report has every row.
+
+One real `train.py -m` sweep (basic launcher) runs by default; the joblib launcher's and the single-run exit
+status (both real processes) are slow. The job wrapper's rules are pinned down in process below."""
 
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ def hparams_of(tb_dir: Path) -> tuple[dict, list[str], float]:
     return hparams, metrics, acc.Scalars("val/acc_best")[-1].value
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+@pytest.mark.parametrize("launcher", ["basic", pytest.param("joblib", marks=pytest.mark.slow)])
 def test_sweep_with_failing_jobs_records_them_and_completes_the_others(tmp_path, tiny_folder, launcher):
     # lr=-1: a bad override value (the optimizer refuses it); lr=1e30: the loss goes NaN.
     extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
@@ -80,6 +83,7 @@ def test_sweep_with_failing_jobs_records_them_and_completes_the_others(tmp_path,
         assert best == pytest.approx(summaries[job]["val/acc_best"])
 
 
+@pytest.mark.slow  # train.py's one-line refusal is checked by default in tests/test_config_values.py
 def test_single_run_failure_still_fails_the_command(tmp_path, tiny_folder):
     proc = run_train([*shrink(tiny_folder), "optimizer.lr=-1", f"paths.root_dir={tmp_path}", "logger=none"],
                      cwd=tmp_path)

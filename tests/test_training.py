@@ -1,4 +1,6 @@
-"""Training runs through the real config, shrunk: every strategy, frozen means frozen, resume, mapping."""
+"""Training runs through the real config, shrunk: what `python train.py` writes, every strategy, frozen means
+frozen, resume, the class mapping into predictions (slow); a typo stops the command before training; a multirun
+(slow) gets one directory per job."""
 
 from __future__ import annotations
 
@@ -11,16 +13,31 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, compose_config, make_folder, shrink
+from tests.conftest import ROOT, compose_config, make_folder, run_script, shrink
 from transferlab.models.checkpoint import load_model
 from transferlab.tasks.train import build_model, train
 
 
+def test_train_py_writes_a_run_directory_with_its_config_summary_and_checkpoints(trained_run):
+    """The command-line smoke test of train.py: the session's shared `trained_run` is `python train.py
+    debug=tiny dataset=folder dataset.root=data ...` launched from its own directory."""
+    run = Path(trained_run["run_dir"])
+    assert run.parent.parent == Path(trained_run["launch_dir"]) / "outputs" / "train" / "runs"
+    saved = (run / ".hydra" / "config.yaml").read_text()
+    assert "root: data" in saved  # as given on the command line; eval resolves it from the launch directory
+    assert (run / ".hydra" / "overrides.yaml").is_file() and (run / "train.log").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["classes"] == ["ant", "bee", "wasp"]
+    assert Path(summary["best_checkpoint"]).parent == run / "checkpoints" and Path(summary["best_checkpoint"]).is_file()
+    assert summary["last_checkpoint"] == str(run / "checkpoints" / "last.ckpt")
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert "Best val acc" in trained_run["stdout"] and summary["best_checkpoint"] in trained_run["stdout"]
+
+
 @pytest.mark.parametrize("strategy", ["finetune", "frozen", "partial"])
-def test_each_strategy_trains_and_writes_checkpoints_and_logs(tmp_path, tiny_folder, strategy):
-    cfg = compose_config(tmp_path, shrink(tiny_folder, strategy=strategy))
-    summary = train(cfg)
-    run = tmp_path / "run"
+def test_each_strategy_trains_and_writes_checkpoints_and_logs(tiny_training, strategy):
+    summary = tiny_training(strategy)
+    run = Path(summary["run_dir"])
     assert 0.0 <= summary["val/acc_best"] <= 1.0
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert Path(summary["best_checkpoint"]).is_file()
@@ -86,6 +103,7 @@ def test_resume_from_last_checkpoint_continues_the_run(tmp_path, tiny_folder):
     assert resumed["global_step"] == 2 * last["global_step"]
 
 
+@pytest.mark.slow  # 8 epochs to learn 3 classes; the mapping rule itself: tests/test_folders.py, by default
 def test_class_mapping_survives_into_predictions(tmp_path):
     # Val lacks "bee": ImageFolder on val/ would map wasp to 1. Train mapping must hold in predictions.
     folder = make_folder(tmp_path / "d", {"train": {"ant": 16, "bee": 16, "wasp": 16},
@@ -105,8 +123,8 @@ def test_class_mapping_survives_into_predictions(tmp_path):
     assert [model.class_names[i] for i in preds] == ["wasp"] * len(wasps)
 
 
-def test_checkpoint_alone_rebuilds_model_with_its_input_spec(tmp_path, tiny_folder):
-    summary = train(compose_config(tmp_path, shrink(tiny_folder)))
+def test_checkpoint_alone_rebuilds_model_with_its_input_spec(tiny_training):
+    summary = tiny_training("partial")  # the default strategy
     model = load_model(summary["last_checkpoint"])
     assert model.input_spec.image_size == 32
     ckpt = torch.load(summary["last_checkpoint"], map_location="cpu", weights_only=True)
@@ -117,16 +135,15 @@ def test_checkpoint_alone_rebuilds_model_with_its_input_spec(tmp_path, tiny_fold
     assert model(x).shape == (2, 2)
 
 
-def test_config_typo_on_the_command_line_fails_before_training(tmp_path, tiny_folder):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *shrink(tiny_folder), "trainer.max_epoch=3"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-    )
-    assert proc.returncode != 0
-    assert "max_epoch" in proc.stderr
+def test_config_typo_on_the_command_line_fails_before_training(tmp_path, tiny_folder, monkeypatch, capsys):
+    returncode, stderr = run_script("train.py", *shrink(tiny_folder), "trainer.max_epoch=3", cwd=tmp_path,
+                                    monkeypatch=monkeypatch, capsys=capsys)
+    assert returncode != 0
+    assert "max_epoch" in stderr
     assert not (tmp_path / "outputs" / "train" / "runs").exists() or not list((tmp_path / "outputs").rglob("*.ckpt"))
 
 
+@pytest.mark.slow  # a second train.py process and two jobs; the sweep tests cover multiruns by default
 def test_multirun_of_two_strategies_writes_one_dir_per_job(tmp_path, tiny_folder):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "-m", *shrink(tiny_folder), "strategy=finetune,frozen", "logger=none"],

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 # Scalars a run logs that the HParams table shows as columns (the module's, the dashboards', RunSummary's).
@@ -40,6 +41,7 @@ def run_hparams(cfg: DictConfig, choices: Mapping[str, Any] | None = None,
     return params
 
 
+@rank_zero_only  # other ranks' TensorBoard experiment is a no-op stand-in
 def log_hparams(loggers: Iterable[Any], params: Mapping[str, Any], metrics: Iterable[str] = HPARAM_METRICS) -> None:
     """Write the HParams experiment and session for each TensorBoard logger; declare `metrics` without values."""
     from torch.utils.tensorboard.summary import hparams
