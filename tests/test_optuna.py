@@ -132,6 +132,7 @@ def test_a_failing_repetition_fails_the_job(tmp_path, tiny_folder):
     assert job["status"] == "failed" and job["error"] == "rep_seed2: FloatingPointError: train/loss is nan"
 
 
+@pytest.mark.slow  # an Optuna search in a subprocess
 def test_optuna_trials_repeated_on_seeds(tmp_path, tiny_folder):
     pytest.importorskip("optuna")
     proc = search(tmp_path, tiny_folder, "hydra.sweeper.n_trials=1", "+repeat.seeds=[1,2]",
