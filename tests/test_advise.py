@@ -115,6 +115,7 @@ def test_cli_prints_realm_recommendation_floor_and_sweep(tmp_path, uneven_folder
     assert "Neighbours:    4-NN" in out  # k <= the fewest images of a class in a training fold (6 - 2)
     assert (f"python train.py -m dataset=folder dataset.root={uneven_folder} debug=tiny "
             "strategy=frozen,partial,finetune seed=1,2,3") in out
+    assert list((tmp_path / "outputs" / "cache" / "features").glob("*.pt"))  # under the launch directory
     saved = json.loads((tmp_path / "advice.json").read_text())
     assert saved["strategy"] == "frozen" and saved["measures"]["per_class_min"] == 6
 
