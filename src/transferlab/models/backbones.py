@@ -55,6 +55,9 @@ class Backbone:
     name: str
     weights: str | None
     stages: list[list[str]] = field(default_factory=list)  # module names, input to output
+    # The classifier the weights came with (timm), removed from `module`: maps its features to the pretraining
+    # classes (ImageNet's 1000), for measures such as the advisor's; None for random init or torchvision.
+    pretrained_classifier: nn.Module | None = None
 
 
 def packaged_weights_path(name: str) -> str:
@@ -262,9 +265,10 @@ def _timm_backbone(name: str, weights: str | None, key_map: str) -> Backbone:
         std=tuple(data_cfg["std"]),
         interpolation=data_cfg.get("interpolation", "bilinear"),
     )
+    classifier = model.get_classifier() if weights is not None else None  # reset_classifier replaces it
     model.reset_classifier(0)
     stages = _timm_stages(model)
-    return Backbone(model, model.num_features, spec, "timm", name, weights, stages)
+    return Backbone(model, model.num_features, spec, "timm", name, weights, stages, classifier)
 
 
 def _timm_stages(model: nn.Module) -> list[list[str]]:

@@ -27,6 +27,7 @@ from transferlab.config.checks import check_train_config
 from transferlab.data.features import CachedFeatureDataModule
 from transferlab.models.checkpoint import readable_checkpoint, resolve_checkpoint
 from transferlab.models.classifier import TransferClassifier
+from transferlab.tasks.advise import auto_strategy
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before any config that uses ${launch_dir:} is resolved
@@ -118,6 +119,7 @@ def resume_command(cfg: DictConfig) -> str:
 def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
     """Run one training job and return its summary (val/acc_best, checkpoints, timings...)."""
     OmegaConf.resolve(cfg)  # fail now, naming the key, rather than mid-training
+    extra_callbacks = [*extra_callbacks, *auto_strategy(cfg)]  # strategy=auto: the advisor's choice (tasks/advise.py)
     check_train_config(cfg)  # and out-of-range values, before any data or model
 
     L.seed_everything(cfg.seed, workers=True)
