@@ -67,6 +67,7 @@ def test_best_rows_survive_a_checkpoint_round_trip():
     assert fresh.best_rows is None and fresh._noted_best == -math.inf
 
 
+@pytest.mark.slow  # two DDP processes: ~12 s
 def test_ddp_gathers_both_ranks_and_rank0_writes_each_image_once(tmp_path):
     """2 CPU ranks, 11 val images: DistributedSampler gives each rank 6 (one padded repeat); the file has 11."""
     import os

@@ -144,6 +144,7 @@ def test_not_a_sweep_dir_is_a_clear_error(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a subprocess; the report itself is tested in process above
 def test_command_line_rebuilds_the_report(sweep):
     proc = subprocess.run([sys.executable, "-m", "transferlab.sweep_report", str(sweep)], capture_output=True,
                           text=True, timeout=120)

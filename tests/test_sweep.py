@@ -49,7 +49,8 @@ def hparams_of(tb_dir: Path) -> tuple[dict, list[str], float]:
     return hparams, metrics, acc.Scalars("val/acc_best")[-1].value
 
 
-@pytest.mark.parametrize("launcher", ["basic", pytest.param("joblib", marks=pytest.mark.slow)])
+@pytest.mark.slow  # a train.py multirun of four jobs in a subprocess
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_sweep_with_failing_jobs_records_them_and_completes_the_others(tmp_path, tiny_folder, launcher):
     # lr=-1: a bad override value (the optimizer refuses it); lr=1e30: the loss goes NaN.
     extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []

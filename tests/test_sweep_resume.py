@@ -7,6 +7,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -26,6 +27,7 @@ def _global_step(ckpt: Path) -> int:
     return torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
 
 
+@pytest.mark.slow  # three train.py multiruns in subprocesses: ~25 s
 def test_rerun_of_a_sweep_skips_ok_resumes_incomplete_and_reruns_failed_jobs(tmp_path, tiny_folder):
     sweep = tmp_path / "sweep"
     # job 0 finished: a summary no training would write (the marker proves it was not retrained)
