@@ -202,7 +202,8 @@ def _cli(tool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-@pytest.mark.parametrize("tool,kind", [TOOLS[0], *(pytest.param(*t, marks=pytest.mark.slow) for t in TOOLS[1:])])
+@pytest.mark.slow  # three subprocesses; the in-process test above checks the same line and exit code
+@pytest.mark.parametrize("tool,kind", TOOLS)
 def test_command_line_tools_refuse_a_hostile_file_with_one_line(tmp_path, tiny_folder, tool, kind):
     marker, path, field, args = _hostile_args(tool, tmp_path, tiny_folder, kind)
     proc = _cli(tool, *args, cwd=tmp_path)

@@ -6,6 +6,8 @@ import multiprocessing
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -36,6 +38,7 @@ def test_within_one_process_a_run_dir_is_claimed_once(tmp_path):
     assert unique_dir(base) == unique_dir(base) == base
 
 
+@pytest.mark.slow  # a train.py subprocess
 def test_an_output_dir_that_cannot_be_created_is_refused_with_one_line(tmp_path):
     blocker = tmp_path / "outputs"
     blocker.write_text("a file where the outputs folder should be")
