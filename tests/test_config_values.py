@@ -39,6 +39,7 @@ def test_the_defaults_pass(tmp_path):
     check_train_config(compose_config(tmp_path))
 
 
+@pytest.mark.slow  # a train.py subprocess; test_out_of_range_values_are_refused_naming_the_key checks in process
 def test_train_py_refuses_before_touching_data_with_one_line(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "optimizer.lr=0", "logger=none"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
