@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics import CatMetric
 
+from transferlab.callbacks.validation_batches import batch_indices, logits_from
 from transferlab.evaluation.metrics import SCORES, PerClass, per_class_metrics
 from transferlab.evaluation.plots import figure_array, plot_confusion_matrix, prediction_grid
 
@@ -78,7 +79,7 @@ class ValidationDashboards(L.Callback):
             return
         self.predictions.to(pl_module.device).reset()
         self._records: list[tuple[int, int, int]] = []  # (dataset index, predicted, true)
-        self._batch_indices = _batch_indices(trainer) if trainer.is_global_zero and self.max_images else None
+        self._batch_indices = batch_indices(trainer) if trainer.is_global_zero and self.max_images else None
         self._captured = []
         self._hook = pl_module.register_forward_hook(self._capture)
 
@@ -89,7 +90,7 @@ class ValidationDashboards(L.Callback):
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not self.active:
             return
-        logits = _logits_from(outputs)
+        logits = logits_from(outputs)
         if logits is None and self._captured:
             logits = self._captured[-1]
         self._captured = []
@@ -165,21 +166,3 @@ def _tag(name: str) -> str:
     return re.sub(r"[^\w.\-]", "_", name)
 
 
-def _logits_from(outputs: Any) -> torch.Tensor | None:
-    if isinstance(outputs, dict):
-        outputs = outputs.get("logits")
-    return outputs.detach() if isinstance(outputs, torch.Tensor) and outputs.ndim == 2 else None
-
-
-def _batch_indices(trainer: L.Trainer) -> list[list[int]] | None:
-    """Dataset indices of each validation batch of this rank, from the loader's (possibly distributed) sampler."""
-    loader = trainer.val_dataloaders
-    if isinstance(loader, list | tuple):
-        loader = loader[0] if loader else None
-    batch_sampler = getattr(loader, "batch_sampler", None)
-    if batch_sampler is None:
-        return None
-    try:
-        return [list(b) for b in batch_sampler]
-    except TypeError:  # an iterable dataset: no indices
-        return None

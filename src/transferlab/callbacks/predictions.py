@@ -32,6 +32,7 @@ import lightning as L
 import torch
 from torchmetrics import CatMetric
 
+from transferlab.callbacks.validation_batches import batch_indices, logits_from
 from transferlab.evaluation.stats import predictions_csv
 from transferlab.files import atomic_write_text
 
@@ -63,7 +64,7 @@ class ValPredictions(L.Callback):
         if not self.active:
             return
         self.rows.to(pl_module.device).reset()
-        self._batch_indices = _batch_indices(trainer)
+        self._batch_indices = batch_indices(trainer)
         self._position = 0
         self._captured = []
         self._hook = pl_module.register_forward_hook(self._capture)
@@ -75,7 +76,7 @@ class ValPredictions(L.Callback):
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not self.active:
             return
-        logits = _logits_from(outputs)
+        logits = logits_from(outputs)
         if logits is None and self._captured:
             logits = self._captured[-1]
         self._captured = []
@@ -173,21 +174,3 @@ def _logged(trainer: L.Trainer, key: str) -> float | None:
     return None if value is None else float(value)
 
 
-def _logits_from(outputs: Any) -> torch.Tensor | None:
-    if isinstance(outputs, dict):
-        outputs = outputs.get("logits")
-    return outputs.detach() if isinstance(outputs, torch.Tensor) and outputs.ndim == 2 else None
-
-
-def _batch_indices(trainer: L.Trainer) -> list[list[int]] | None:
-    """Dataset indices of each validation batch of this rank, from the loader's (possibly distributed) sampler."""
-    loader = trainer.val_dataloaders
-    if isinstance(loader, list | tuple):
-        loader = loader[0] if loader else None
-    batch_sampler = getattr(loader, "batch_sampler", None)
-    if batch_sampler is None:
-        return None
-    try:
-        return [list(b) for b in batch_sampler]
-    except TypeError:  # an iterable dataset: no indices
-        return None
