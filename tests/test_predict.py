@@ -201,6 +201,7 @@ def test_predict_cli_writes_csv_and_reports_folder_accuracy(tmp_path, trained_ru
     assert list((tmp_path / "outputs" / "predict").rglob("predict.log"))  # Hydra's run dir for this job
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_import_transferlab_is_light_and_exports_load_classifier():
     code = ("import sys, transferlab; assert 'torch' not in sys.modules, 'torch imported eagerly'; "
             "from transferlab import load_classifier; assert callable(load_classifier)")
