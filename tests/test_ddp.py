@@ -54,7 +54,8 @@ def test_ddp_single_run_writes_one_run_dir(tmp_path, tiny_folder):
 
 @pytest.mark.slow  # two DDP jobs, each starting a second process: ~1 min on 2 cores
 def test_ddp_multirun_keeps_each_job_in_its_own_dir_and_survives_a_failing_job(tmp_path, tiny_folder):
-    proc = run_train(["-m", *shrink(tiny_folder), *DDP, "optimizer.lr=0.01,-1,0.02", f"paths.root_dir={tmp_path}",
+    # lr=1e30: the loss goes NaN on both ranks mid-training (lr<=0 is now refused before DDP even starts)
+    proc = run_train(["-m", *shrink(tiny_folder), *DDP, "optimizer.lr=0.01,1e30,0.02", f"paths.root_dir={tmp_path}",
                       "logger=none"], cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     outputs = tmp_path / "outputs"
