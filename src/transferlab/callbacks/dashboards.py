@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
 import lightning as L
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics import CatMetric
 
-from transferlab.callbacks.validation_batches import batch_indices, logits_from
+from transferlab.callbacks.validation_batches import LogitsCatcher, batch_indices
 from transferlab.evaluation.metrics import SCORES, PerClass, per_class_metrics
 from transferlab.evaluation.plots import figure_array, plot_confusion_matrix, prediction_grid
 
@@ -51,8 +50,7 @@ class ValidationDashboards(L.Callback):
         self.tb: TensorBoardLogger | None = None
         self.class_names: list[str] = []
         self.active = False
-        self._captured: list[torch.Tensor] = []
-        self._hook = None
+        self._logits = LogitsCatcher()
         self._warned = False
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -80,20 +78,12 @@ class ValidationDashboards(L.Callback):
         self.predictions.to(pl_module.device).reset()
         self._records: list[tuple[int, int, int]] = []  # (dataset index, predicted, true)
         self._batch_indices = batch_indices(trainer) if trainer.is_global_zero and self.max_images else None
-        self._captured = []
-        self._hook = pl_module.register_forward_hook(self._capture)
-
-    def _capture(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and output.ndim == 2:
-            self._captured.append(output.detach())
+        self._logits.start(pl_module)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not self.active:
             return
-        logits = logits_from(outputs)
-        if logits is None and self._captured:
-            logits = self._captured[-1]
-        self._captured = []
+        logits = self._logits.batch_logits(outputs)
         targets = batch[-1]
         if logits is None or logits.shape[0] != len(targets):
             if not self._warned:
@@ -108,9 +98,7 @@ class ValidationDashboards(L.Callback):
                 self._records.append((int(i), int(p), int(t)))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        self._logits.stop()
         if not self.active or (self.predictions.update_count == 0 and trainer.world_size == 1):
             return
         pairs = self.predictions.compute()  # every rank's (predicted, true), gathered: a collective call

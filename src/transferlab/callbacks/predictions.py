@@ -32,7 +32,7 @@ import lightning as L
 import torch
 from torchmetrics import CatMetric
 
-from transferlab.callbacks.validation_batches import batch_indices, logits_from
+from transferlab.callbacks.validation_batches import LogitsCatcher, batch_indices
 from transferlab.evaluation.stats import predictions_csv
 from transferlab.files import atomic_write_text
 
@@ -49,8 +49,7 @@ class ValPredictions(L.Callback):
         # (dataset index, predicted, true, p(predicted), p(true)) per image of the best epoch; rank 0's, gathered
         self.best_rows: torch.Tensor | None = None
         self.active = False
-        self._captured: list[torch.Tensor] = []
-        self._hook = None
+        self._logits = LogitsCatcher()
         self._warned = False
         self._position = 0
 
@@ -66,20 +65,12 @@ class ValPredictions(L.Callback):
         self.rows.to(pl_module.device).reset()
         self._batch_indices = batch_indices(trainer)
         self._position = 0
-        self._captured = []
-        self._hook = pl_module.register_forward_hook(self._capture)
-
-    def _capture(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and output.ndim == 2:
-            self._captured.append(output.detach())
+        self._logits.start(pl_module)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not self.active:
             return
-        logits = logits_from(outputs)
-        if logits is None and self._captured:
-            logits = self._captured[-1]
-        self._captured = []
+        logits = self._logits.batch_logits(outputs)
         targets = batch[-1]
         if logits is None or logits.shape[0] != len(targets):
             self._warn("no logits for validation batches; return them from validation_step "
@@ -108,9 +99,7 @@ class ValPredictions(L.Callback):
     # --- keeping the best epoch --------------------------------------------------------------------------
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # on_validation_end, not *_epoch_end: callback epoch-end hooks run before the module logs val/acc.
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        self._logits.stop()
         if not self.active:
             return
         self.active = False

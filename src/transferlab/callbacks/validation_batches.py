@@ -9,6 +9,36 @@ import lightning as L
 import torch
 
 
+class LogitsCatcher:
+    """The logits of each validation batch: what `validation_step` returns (a tensor or {"logits": ...}), or,
+    failing that, the module's output caught by a forward hook (no extra forward pass)."""
+
+    def __init__(self) -> None:
+        self._captured: list[torch.Tensor] = []
+        self._hook: Any = None
+
+    def start(self, pl_module: L.LightningModule) -> None:
+        self.stop()
+        self._hook = pl_module.register_forward_hook(self._capture)
+
+    def _capture(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.ndim == 2:
+            self._captured.append(output.detach())
+
+    def batch_logits(self, outputs: Any) -> torch.Tensor | None:
+        logits = logits_from(outputs)
+        if logits is None and self._captured:
+            logits = self._captured[-1]
+        self._captured = []
+        return logits
+
+    def stop(self) -> None:
+        self._captured = []
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+
 def logits_from(outputs: Any) -> torch.Tensor | None:
     if isinstance(outputs, dict):
         outputs = outputs.get("logits")
