@@ -113,8 +113,8 @@ def test_cli_prints_realm_recommendation_floor_and_sweep(tmp_path, uneven_folder
     assert "Recommended:   strategy=frozen" in out
     assert "Floor to beat: " in out and "Linear probe:  " in out
     assert "Neighbours:    4-NN" in out  # k <= the fewest images of a class in a training fold (6 - 2)
-    assert (f"python train.py -m dataset=folder dataset.root={uneven_folder} debug=tiny "
-            "strategy=frozen,partial,finetune seed=1,2,3") in out
+    assert (f"python train.py -m experiment=strategy_check dataset=folder dataset.root={uneven_folder} "
+            "debug=tiny\n") in out
     assert list((tmp_path / "outputs" / "cache" / "features").glob("*.pt"))  # under the launch directory
     saved = json.loads((tmp_path / "advice.json").read_text())
     assert saved["strategy"] == "frozen" and saved["measures"]["per_class_min"] == 6
@@ -123,8 +123,7 @@ def test_cli_prints_realm_recommendation_floor_and_sweep(tmp_path, uneven_folder
 def test_cli_sweep_checks_non_default_settings_too():
     rec = RECOMMENDATIONS[("small", "very different")]
     first, second = advise.sweep_commands("data/x", ["backbone=resnet18", "strategy=finetune"], rec)
-    assert first.endswith("dataset=folder dataset.root=data/x backbone=resnet18 strategy=frozen,partial,finetune "
-                          "seed=1,2,3")
+    assert first.endswith("-m experiment=strategy_check dataset=folder dataset.root=data/x backbone=resnet18")
     assert second.endswith("strategy=partial strategy.trainable_stages=3 seed=1,2,3")
 
 

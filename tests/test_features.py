@@ -13,6 +13,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from tests.conftest import ROOT, compose_config, shrink
+from transferlab.config.checks import ConfigValueError
 from transferlab.tasks.train import train
 
 # For the tests about which cache entries exist: the entry is written before the first training step, so one
@@ -36,11 +37,18 @@ def _cache_files(tmp_path):
 
 
 def test_cached_and_live_features_train_the_same_head(tmp_path, tiny_folder):
-    live = _run(tmp_path, tiny_folder, "live", **NO_AUGMENT, **{"dataset.cache_features": "false"})
-    cached = _run(tmp_path, tiny_folder, "cached", **NO_AUGMENT)
+    sgd = {"strategy.head_fit.enabled": "false"}  # a head fit needs the cache (below)
+    live = _run(tmp_path, tiny_folder, "live", **NO_AUGMENT, **sgd, **{"dataset.cache_features": "false"})
+    cached = _run(tmp_path, tiny_folder, "cached", **NO_AUGMENT, **sgd)
     assert len(_cache_files(tmp_path)) == 1
     assert cached["val/acc_best"] == pytest.approx(live["val/acc_best"], abs=0.1)
     assert cached["val/acc_best"] >= 0.9  # the colours are separable: both must actually learn
+
+
+def test_a_head_fit_without_the_cache_is_refused_naming_both_ways_out(tmp_path, tiny_folder):
+    with pytest.raises(ConfigValueError, match=r"dataset.cache_features=false.*cache_features=auto.*enabled=false"):
+        _run(tmp_path, tiny_folder, "live", **{"dataset.cache_features": "false"})
+    assert not (tmp_path / "live" / "run" / "checkpoints").exists()
 
 
 def test_second_run_reuses_the_cache_and_a_changed_file_invalidates_it(tmp_path, tiny_folder):

@@ -17,7 +17,7 @@ from transferlab.callbacks.summary import RunSummary
 SUMMARY_KEYS = {"status", "val/acc_best", "best_epoch", "val/loss", "epochs", "wall_time_s", "train_images_per_s",
                 "train_phase_s", "train_phase_images_per_s", "trainable_params", "total_params", "classes",
                 "best_checkpoint", "last_checkpoint", "peak_memory_mb", "device", "precision", "seed", "versions",
-                "git"}
+                "git", "val_history", "head_fit"}
 
 
 class Scripted(L.LightningModule):
@@ -69,6 +69,10 @@ def test_best_epoch_is_where_the_logged_best_was_first_reached(tmp_path):
     written = json.loads((tmp_path / "summary.json").read_text())
     assert set(written) == SUMMARY_KEYS
     assert written["val/acc_best"] == 0.75 and written["best_epoch"] == 1
+    assert [h["epoch"] for h in written["val_history"]] == [0, 1, 2, 3]
+    assert [h["val_acc"] for h in written["val_history"]] == pytest.approx([0.5, 0.75, 0.75, 0.6])
+    clock = [h["elapsed_s"] for h in written["val_history"]]
+    assert clock == sorted(clock) and clock[0] >= 0
 
 
 def test_resume_keeps_the_best_epoch_and_tells_a_tie_from_an_improvement(tmp_path):

@@ -53,7 +53,8 @@ def test_each_strategy_trains_and_writes_checkpoints_and_logs(tiny_training, str
 def _model_and_data(tmp_path, folder, strategy):
     from hydra.utils import instantiate
 
-    cfg = compose_config(tmp_path, shrink(folder, strategy=strategy))
+    # the SGD path (a head fit only ever writes the head: tests/test_head_fit.py)
+    cfg = compose_config(tmp_path, shrink(folder, strategy=strategy, **{"strategy.head_fit.enabled": "false"}))
     dm = instantiate(cfg.dataset)
     model = build_model(cfg, dm.class_names, dm.input_overrides)
     dm.set_input_spec(model.input_spec)

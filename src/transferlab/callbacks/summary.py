@@ -38,6 +38,9 @@ class RunSummary(L.Callback):
         self.train_images = 0
         self.train_phase_s = 0.0  # time in training batches, data loading included, validation excluded
         self._tick = 0.0
+        # Every validation: epoch, val/acc and the run's clock (continued across a resume): when a run got there
+        self.history: list[dict[str, float]] = []
+        self._clock_offset = 0.0
         self.summary: dict[str, Any] = {}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -70,6 +73,9 @@ class RunSummary(L.Callback):
         if trainer.sanity_checking:
             return
         acc, best = _logged(trainer, "val/acc"), _logged(trainer, "val/acc_best")
+        if acc is not None:
+            elapsed = self._clock_offset + time.perf_counter() - self.start
+            self.history.append({"epoch": trainer.current_epoch, "val_acc": acc, "elapsed_s": round(elapsed, 2)})
         if acc is not None and best is not None and acc == best and best > self._noted_best:
             self._noted_best, self.best_epoch = best, trainer.current_epoch
 
@@ -82,11 +88,13 @@ class RunSummary(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         # the noted value keeps the key older checkpoints hold it under
-        return {"best_epoch": self.best_epoch, "best_acc": self._noted_best}
+        return {"best_epoch": self.best_epoch, "best_acc": self._noted_best, "history": self.history}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_epoch = state_dict["best_epoch"]
         self._noted_best = state_dict.get("best_acc", -math.inf)
+        self.history = list(state_dict.get("history", []))
+        self._clock_offset = self.history[-1]["elapsed_s"] if self.history else 0.0
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         wall = time.perf_counter() - self.start
@@ -100,6 +108,7 @@ class RunSummary(L.Callback):
             "best_epoch": self.best_epoch,
             "val/loss": metrics.get("val/loss"),
             "epochs": trainer.current_epoch,
+            "val_history": self.history,  # [{epoch, val_acc, elapsed_s}] per validation
             "wall_time_s": round(wall, 2),
             # counted on this rank; every rank trains on as many images (DistributedSampler)
             "train_images_per_s": round(self.train_images * trainer.world_size / wall, 1) if wall > 0 else None,
@@ -115,6 +124,8 @@ class RunSummary(L.Callback):
             "peak_memory_mb": _peak_memory_mb(),
             "device": str(trainer.strategy.root_device),
             "precision": str(trainer.precision),  # what ran (a 16-bit request on a CPU is refused at start-up)
+            # strategy.head_fit: the L2 strength chosen by cross-validation on the training features, and its score
+            "head_fit": getattr(pl_module, "head_fit_report", None),
             **provenance(),
         }
         for logger in trainer.loggers:  # a column of TensorBoard's HParams table (callbacks.hparams)

@@ -53,3 +53,15 @@ def check_train_config(cfg: DictConfig) -> None:
     if precision.startswith("16") and (accelerator == "cpu" or (accelerator == "auto" and not _cuda_available())):
         _refuse("trainer.precision", precision, "16-bit mixed precision needs a GPU; on a CPU use "
                 "trainer.precision=bf16-mixed or 32")
+    if _get(cfg, "strategy.head_fit.enabled"):
+        if _get(cfg, "head.kind") != "linear":
+            _refuse("head", _get(cfg, "head.kind"),
+                    f"strategy={_get(cfg, 'strategy.name')} fits a linear head (strategy.head_fit); use head=linear, "
+                    "or strategy.head_fit.enabled=false to train this head by SGD")
+        l2 = _get(cfg, "strategy.head_fit.l2")
+        if not l2 or any(not v > 0 for v in l2):
+            _refuse("strategy.head_fit.l2", list(l2 or []), "must be a non-empty list of positive strengths")
+        for key in ("folds", "max_iter"):
+            value = _get(cfg, f"strategy.head_fit.{key}")
+            if value < 1:
+                _refuse(f"strategy.head_fit.{key}", value, "must be >= 1")

@@ -34,6 +34,19 @@ SCHEMA_NODE = "schema"  # the ConfigStore name of each group's schema: `defaults
 
 
 @dataclass
+class HeadFitConfig:
+    """Fit the head to convergence on cached backbone features before (lpft) or instead of (frozen) SGD epochs:
+    multinomial logistic regression, full batch, L-BFGS, its L2 strength chosen by stratified K-fold
+    cross-validation on the training features (semantics: `transferlab.models.linear_fit`)."""
+
+    enabled: bool = False  # frozen and lpft switch it on
+    # penalty strengths tried (on standardised features; larger = stronger), by default 1e-4 .. 100, half-decades
+    l2: list[float] = field(default_factory=lambda: [round(10 ** (e / 2), 6) for e in range(-8, 5)])
+    folds: int = 5  # cross-validation folds (fewer when a class has fewer images)
+    max_iter: int = 200  # L-BFGS iterations per fit
+
+
+@dataclass
 class StrategyConfig:
     """Which parts of the network train, and at which learning-rate multiplier
     (semantics: `transferlab.models.strategy`)."""
@@ -49,6 +62,8 @@ class StrategyConfig:
     unfreeze_at: int | None = None  # backbone rules only take effect from this epoch on (see gradual)
     pretrained: bool = True  # false: same architecture, random init (see scratch)
     freeze_bn: bool = True  # BatchNorm layers of frozen parts stay in eval mode
+    # Fit the head on cached features first (frozen: that is the whole training; lpft: then fine-tune from it)
+    head_fit: HeadFitConfig = field(default_factory=HeadFitConfig)
 
 
 @dataclass

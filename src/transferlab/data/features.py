@@ -133,8 +133,9 @@ class CachedFeatureDataModule(L.LightningDataModule):
 
     def __init__(self, images: L.LightningDataModule, backbone: torch.nn.Module, backbone_cfg: dict,
                  cache_dir: str, views: int = 0, seed: int = 0, extract_batch_size: int | None = None,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, full_batch: bool = False) -> None:
         super().__init__()
+        self.full_batch = full_batch  # one training batch of every row, with each row's image index (head fit)
         self.images = images
         self.backbone = backbone
         self.backbone_cfg = backbone_cfg
@@ -214,7 +215,16 @@ class CachedFeatureDataModule(L.LightningDataModule):
             "val_labels": torch.tensor([s.label for s in splits.val]),
         }
 
+    def fit_arrays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every training row: (features (views * N, D), labels, the image each row comes from)."""
+        views, n, dim = self.train_features.shape
+        return (self.train_features.reshape(views * n, dim), self.train_labels.repeat(views),
+                torch.arange(n).repeat(views))
+
     def train_dataloader(self) -> DataLoader:
+        if self.full_batch:
+            rows = torch.utils.data.TensorDataset(*self.fit_arrays())
+            return DataLoader(rows, batch_size=len(rows), shuffle=False)
         ds = _ViewDataset(self.train_features, self.train_labels)
         return training_loader(ds, seed=self.seed, trainer=self.trainer, batch_size=self.images.batch_size,
                                drop_last=len(ds) > self.images.batch_size)

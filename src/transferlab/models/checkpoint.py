@@ -28,7 +28,7 @@ import torch
 from transferlab.models.backbones import BACKBONE_SOURCES, WEIGHTS_KEY_MAPS
 from transferlab.models.classifier import DESCRIPTION_KEYS, DESCRIPTION_VERSION, TransferClassifier
 from transferlab.models.heads import head_params
-from transferlab.models.strategy import Strategy
+from transferlab.models.strategy import Strategy, head_fit_settings
 
 SAFETENSORS_METADATA_KEY = "transferlab"  # JSON with the model description
 _BEST_NAME = re.compile(r"epoch(?P<epoch>\d+)-acc(?P<acc>[0-9.]+?)(?:-v\d+)?\.ckpt$")
@@ -241,6 +241,11 @@ def _strategy(raw: Any) -> dict[str, Any]:
             for prefix, mult in train.items():
                 _check(mult, (int, float), f"{where}.{prefix}")
             d[key] = train
+        elif key == "head_fit":
+            try:
+                d[key] = head_fit_settings(value)
+            except ValueError as e:
+                raise _Invalid(where, str(e)) from None
         elif hint in simple:
             _check(value, simple[hint], where)
         else:  # `X | None`

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from transferlab.data.input_spec import InputSpec
 from transferlab.models.backbones import create_backbone
 from transferlab.models.heads import create_head
+from transferlab.models.linear_fit import fit_linear_head, linear_layer, penalised_loss
 from transferlab.models.strategy import param_groups, strategy_from_config
 
 # Built by the training task from the *current* config (Hydra `_partial_` targets); never read from a file.
@@ -73,6 +75,14 @@ class TransferClassifier(L.LightningModule):
         self.head = create_head(in_features=built.num_features, num_classes=len(class_names), **head)
         self.strategy = strategy_from_config(strategy)
         self.train_rules = self.strategy.apply(self, built.stages, epoch=0)
+        # strategy.head_fit on a backbone that never trains: the run *is* the head's convex fit, one full batch
+        # of cached features solved by L-BFGS (manual optimisation: no optimizer, no scheduler, no SGD epochs).
+        if self.strategy.fits_head:
+            linear_layer(self.head)  # a head fit needs a linear head: say so now, not after feature extraction
+        self.fits_head_only = self.strategy.fits_head and self.strategy.backbone_always_frozen(self.stages)
+        self.automatic_optimization = not self.fits_head_only
+        self.head_fit_report: dict[str, Any] | None = None  # set by fit_head, kept in checkpoints
+        self._fit_objective: tuple[float, torch.Tensor] | None = None  # (l2, feature scale) of the last fit
         self._distributed = False  # set in setup(): DDP needs every parameter that will train to require grad
         self._waiting: list[nn.Parameter] = []  # trained later (gradual), gradients dropped until then
         self.train()  # puts frozen parts in eval mode from the start
@@ -135,13 +145,30 @@ class TransferClassifier(L.LightningModule):
         for param in self._waiting:  # DDP: computed and all-reduced, but not yet this parameter's epoch
             param.grad = None
 
+    def fit_head(self, features: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | None = None) -> dict:
+        """Fit the (linear) head to convergence on fixed features, its L2 strength cross-validated on these
+        training features only (`strategy.head_fit`); returns and keeps the report (chosen strength, CV accuracy)."""
+        settings = self.strategy.head_fit
+        start = time.perf_counter()
+        fit = fit_linear_head(features.to(self.device), labels.to(self.device), len(self.class_names),
+                              l2=settings["l2"], folds=settings["folds"], max_iter=settings["max_iter"],
+                              groups=None if groups is None else groups.to(self.device))
+        fit.load_into(self.head)
+        self._fit_objective = (fit.l2, fit.scale)
+        images = len(labels) if groups is None else groups.unique().numel()
+        self.head_fit_report = {**fit.report(), "images": int(images), "rows": int(len(labels)),
+                                "seconds": round(time.perf_counter() - start, 3)}
+        return self.head_fit_report
+
     def parameter_counts(self) -> tuple[int, int]:
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return trainable, total
 
     # --- steps -------------------------------------------------------------------------------------
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
+        if self.fits_head_only:
+            return self._head_fit_step(batch)
         images, targets = batch
         logits = self(images)
         loss = self.criterion(logits, targets)
@@ -149,6 +176,39 @@ class TransferClassifier(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(targets))
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def _head_fit_step(self, batch) -> None:
+        """The whole training set as one batch of features (and each row's image, for the CV folds)."""
+        features, targets, groups = batch
+        if self.head_fit_report is None:  # a resumed run has it from its checkpoint
+            self.fit_head(features, targets, groups)
+            l2, scale = self._fit_objective
+            linear = linear_layer(self.head)
+            optimizer = self.optimizers()
+
+            def objective() -> torch.Tensor:
+                optimizer.zero_grad()
+                loss = penalised_loss(linear.weight, linear.bias, features, targets, l2, scale)
+                self.manual_backward(loss)
+                return loss
+
+            # Started at the solution, L-BFGS checks the gradient and stops: the fit counts as the run's one
+            # optimizer step (checkpoints and loggers key on steps), and an unconverged fit would be finished.
+            optimizer.step(closure=objective)
+        with torch.no_grad():
+            logits = self.forward_head(features)
+            loss = self.criterion(logits, targets)
+        self.train_acc(logits, targets)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(targets))
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        for key in ("l2", "cv_accuracy"):
+            if self.head_fit_report.get(key) is not None:
+                self.log(f"head_fit/{key}", float(self.head_fit_report[key]), on_step=False, on_epoch=True)
+        return None
+
+    def on_train_epoch_end(self) -> None:
+        if self.fits_head_only:  # converged: a further epoch would solve the same problem again
+            self.trainer.should_stop = True
 
     def on_validation_epoch_start(self) -> None:
         self.val_loss.reset()
@@ -175,6 +235,9 @@ class TransferClassifier(L.LightningModule):
 
     # --- optimisation -------------------------------------------------------------------------------
     def configure_optimizers(self):
+        if self.fits_head_only:  # the head is solved in _head_fit_step; L-BFGS checks it converged
+            return torch.optim.LBFGS(self.head.parameters(), lr=1.0, max_iter=self.strategy.head_fit["max_iter"],
+                                     history_size=20, line_search_fn="strong_wolfe")
         if self.optimizer_factory is None:
             raise RuntimeError(
                 "This model has no optimizer: a model rebuilt from a file never takes its optimizer from that file. "
@@ -196,3 +259,9 @@ class TransferClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["transferlab"] = self.description()
+        if self.head_fit_report is not None:
+            checkpoint["head_fit"] = self.head_fit_report  # lpft: resuming past it skips the fit (tasks/train)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        report = checkpoint.get("head_fit")
+        self.head_fit_report = dict(report) if isinstance(report, dict) else None

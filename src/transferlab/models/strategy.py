@@ -17,12 +17,12 @@ A new strategy is a new YAML file, not a new code path.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from transferlab.config.schema import StrategyConfig
+from transferlab.config.schema import HeadFitConfig, StrategyConfig
 
 
 @dataclass
@@ -32,6 +32,11 @@ class Strategy(StrategyConfig):
 
     name: str = "finetune"
     train: dict[str, float] = field(default_factory=lambda: {"backbone": 1.0, "head": 1.0})
+
+    @property
+    def fits_head(self) -> bool:
+        """The head is fitted to convergence on cached features first (`head_fit.enabled`: frozen, lpft)."""
+        return bool(self.head_fit and self.head_fit.get("enabled"))
 
     def backbone_always_frozen(self, stages: Sequence[Sequence[str]] = ()) -> bool:
         """True when no rule ever trains a backbone parameter (so its features are constants)."""
@@ -135,4 +140,29 @@ def strategy_from_config(cfg: Mapping) -> Strategy:
     unknown = sorted(set(cfg) - known)
     if unknown:
         raise ValueError(f"Unknown strategy key(s) {unknown}; known keys: {sorted(known)}.")
-    return Strategy(**{k: (dict(v) if k == "train" else v) for k, v in cfg.items()})
+    values = {k: (dict(v) if k == "train" else v) for k, v in cfg.items()}
+    values["head_fit"] = head_fit_settings(values.get("head_fit") or {})
+    return Strategy(**values)
+
+
+def head_fit_settings(raw: Mapping) -> dict:
+    """`strategy.head_fit` as checked plain data: its keys are `HeadFitConfig`'s, its values in range."""
+    known = {f.name for f in fields(HeadFitConfig)}
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"strategy.head_fit: expected a mapping with keys {sorted(known)}, got {raw!r:.200}.")
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"Unknown strategy.head_fit key(s) {unknown}; known keys: {sorted(known)}.")
+    settings = {**asdict(HeadFitConfig()), **raw}
+    l2 = settings["l2"]
+    if (not isinstance(l2, list | tuple) or not l2
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in l2)):
+        raise ValueError(f"strategy.head_fit.l2={l2!r:.200}: expected a non-empty list of positive numbers.")
+    for key in ("folds", "max_iter"):
+        value = settings[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"strategy.head_fit.{key}={value!r:.200}: expected a positive whole number.")
+    if not isinstance(settings["enabled"], bool):
+        raise ValueError(f"strategy.head_fit.enabled={settings['enabled']!r:.200}: expected true or false.")
+    return {"enabled": settings["enabled"], "l2": [float(v) for v in l2], "folds": settings["folds"],
+            "max_iter": settings["max_iter"]}

@@ -488,7 +488,7 @@ def auto_strategy(cfg: DictConfig) -> list[L.Callback]:
 
 
 # --- the command line -----------------------------------------------------------------------------------------
-SWEPT = ("frozen", "partial", "finetune")
+SWEPT = ("frozen", "partial", "finetune")  # the strategies conf/experiment/strategy_check.yaml compares
 
 
 def sweep_commands(root: str, overrides: list[str], rec: Recommendation) -> list[str]:
@@ -498,9 +498,9 @@ def sweep_commands(root: str, overrides: list[str], rec: Recommendation) -> list
             and not o.startswith(("strategy.", "advise.", "+advise."))]
     data = [o for o in kept if o.startswith("dataset=")] or ["dataset=folder"]
     rest = [o for o in kept if not o.startswith("dataset=")]
-    base = ["python", "train.py", "-m", *data, f"dataset.root={root}", *rest]
-    options = list(SWEPT) + ([rec.strategy] if rec.strategy not in SWEPT else [])
-    commands = [base + [f"strategy={','.join(options)}", "seed=1,2,3"]]
+    # conf/experiment/strategy_check.yaml: SWEPT x seeds 1,2,3, three epochs each, with the paired report
+    base = ["python", "train.py", "-m", "experiment=strategy_check", *data, f"dataset.root={root}", *rest]
+    commands = [base + ([f"strategy={','.join([*SWEPT, rec.strategy])}"] if rec.strategy not in SWEPT else [])]
     defaults = strategy_option(rec.strategy)
     if any(defaults.get(k) != v for k, v in rec.settings.items()):
         commands.append(base + [*rec.overrides(), "seed=1,2,3"])

@@ -23,7 +23,7 @@ from transferlab.callbacks.hparams import log_hparams, run_hparams
 from transferlab.callbacks.interrupt import GracefulInterrupt, RunInterrupted
 from transferlab.callbacks.summary import RunSummary
 from transferlab.config import register_resolvers, to_plain
-from transferlab.config.checks import check_train_config
+from transferlab.config.checks import ConfigValueError, check_train_config
 from transferlab.data.features import CachedFeatureDataModule
 from transferlab.models.checkpoint import readable_checkpoint, resolve_checkpoint
 from transferlab.models.classifier import TransferClassifier
@@ -34,6 +34,8 @@ register_resolvers()  # before any config that uses ${launch_dir:} is resolved
 
 # A frozen backbone is put in eval mode on purpose (BatchNorm statistics must not drift).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+# A head fit (strategy.head_fit on a frozen backbone) is solved in its training step: it has no optimizer.
+warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -84,17 +86,29 @@ def use_feature_cache(setting: bool | str, model: TransferClassifier) -> bool:
 
 
 def cached_features(cfg: DictConfig, model: TransferClassifier, datamodule, trainer: L.Trainer):
-    """Swap images for cached backbone features (the backbone is a constant function of the image)."""
+    """Swap images for cached backbone features (the backbone is a constant function of the image); a head fit
+    (`strategy.head_fit`) gets them as one full batch."""
     device = trainer.strategy.root_device
     layout = torch.channels_last if model.channels_last else torch.contiguous_format
     model.backbone.to(device, memory_format=layout)
     data = CachedFeatureDataModule(
         datamodule, model.backbone, backbone_description(cfg), cfg.paths.cache_dir,
         views=int(cfg.dataset.get("feature_views", 0)), seed=cfg.seed, channels_last=model.channels_last,
+        full_batch=model.fits_head_only,
     )
     data.setup("fit")
     model.backbone.to("cpu", memory_format=torch.contiguous_format)
     return data
+
+
+def fit_head_first(cfg: DictConfig, model: TransferClassifier, datamodule, trainer: L.Trainer) -> None:
+    """LP-FT's first phase: the head fitted to convergence on cached features, before the backbone trains.
+    It leaves no checkpoint of its own: it takes seconds once the features are cached, so an interruption
+    during it reruns it, and a run resumed from any later checkpoint has the fitted head (and its report)."""
+    features = cached_features(cfg, model, datamodule, trainer)
+    report = model.fit_head(*features.fit_arrays())
+    log.info("Head fitted on cached features in %.1f s: l2 %g, cross-validated accuracy %s (%d folds)",
+             report["seconds"], report["l2"], report["cv_accuracy"], report["folds"])
 
 
 def resume_command(cfg: DictConfig) -> str:
@@ -131,7 +145,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
 
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = [*_instantiate_all(cfg.get("callbacks")), *extra_callbacks]
-    if not loggers:  # logger=none: LearningRateMonitor has nowhere to write and would refuse to start
+    if not loggers or model.fits_head_only:  # no logger, or no optimizer (a head fit): LearningRateMonitor refuses
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      plugins=[AtomicCheckpointIO()])
@@ -140,11 +154,24 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     log_hparams(trainer.loggers, run_hparams(cfg, hydra_cfg.runtime.choices if hydra_cfg else None,
                                              hydra_cfg.overrides.task if hydra_cfg else ()))
 
+    if model.fits_head_only and trainer.world_size > 1:
+        raise ConfigValueError(
+            f"strategy={model.strategy.name} solves its head in seconds in one process; it does not run under "
+            f"{trainer.world_size} processes. Drop trainer.strategy=ddp (or set trainer.devices=1), or set "
+            "strategy.head_fit.enabled=false to train the head by SGD epochs.")
+    cache = cfg.dataset.get("cache_features", "auto")
+    if model.fits_head_only and not use_feature_cache(cache, model):
+        raise ConfigValueError(
+            f"dataset.cache_features={str(cache).lower()}: strategy={model.strategy.name} fits its head on cached "
+            "features. Use dataset.cache_features=auto, or strategy.head_fit.enabled=false to train the head on "
+            "images by SGD.")
     fit_data = datamodule
-    if use_feature_cache(cfg.dataset.get("cache_features", "auto"), model):
+    if use_feature_cache(cache, model):
         fit_data = cached_features(cfg, model, datamodule, trainer)
     ckpt_path = cfg.get("ckpt_path")
     resume = readable_checkpoint(resolve_checkpoint(ckpt_path, "last")) if ckpt_path else None
+    if model.strategy.fits_head and not model.fits_head_only and resume is None:
+        fit_head_first(cfg, model, datamodule, trainer)
     interrupt = next((c for c in trainer.callbacks if isinstance(c, GracefulInterrupt)), None)
     if interrupt is not None:
         interrupt.resume_command = resume_command(cfg)

@@ -1,0 +1,137 @@
+"""strategy.head_fit: the linear head solved on cached features (L-BFGS, L2 by cross-validation on the training
+features only) is scikit-learn's logistic regression at the same strength, and `strategy=frozen` is that fit."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from tests.conftest import compose_config, shrink
+from transferlab.config.checks import ConfigValueError
+from transferlab.data.features import load_features
+from transferlab.models.linear_fit import fit_linear_head
+
+
+def _data(n=240, d=40, classes=3, seed=0):
+    x, y = make_classification(n_samples=n, n_features=d, n_informative=10, n_classes=classes,
+                               n_clusters_per_class=1, class_sep=0.8, random_state=seed)
+    x = x * np.linspace(0.2, 5.0, d) + np.linspace(-3, 3, d)  # features of different scales and offsets
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+
+
+@pytest.mark.parametrize("l2", [0.003, 0.3])
+def test_the_fit_is_sklearns_logistic_regression_at_the_same_strength(l2):
+    x, y = _data()
+    fit = fit_linear_head(x, y, classes=3, l2=[l2])  # one strength: no cross-validation
+    ours = torch.softmax(x @ fit.weight.T + fit.bias, dim=1).numpy()
+    # sklearn minimises C * sum(CE) + |W|^2 / 2, i.e. mean(CE) + |W|^2 / (2 C n): C = 1 / (l2 * n)
+    scaler = StandardScaler().fit(x.numpy())
+    reference = LogisticRegression(C=1 / (l2 * len(y)), max_iter=5000, tol=1e-10).fit(scaler.transform(x.numpy()), y)
+    theirs = reference.predict_proba(scaler.transform(x.numpy()))
+    assert np.abs(ours - theirs).max() < 2e-3
+    assert fit.cv_accuracy is None and fit.l2 == l2
+
+
+def test_the_strength_is_the_cross_validated_best_of_the_grid():
+    x, y = _data(seed=1)
+    grid = [1e-4, 1e-2, 1.0, 100.0]
+    fit = fit_linear_head(x, y, classes=3, l2=grid, folds=4)
+    assert sorted(fit.cv_scores) == sorted(grid) and fit.folds == 4
+    assert fit.cv_accuracy == max(fit.cv_scores.values()) == fit.cv_scores[fit.l2]
+    assert fit.cv_scores[100.0] < fit.cv_accuracy  # so strong a penalty underfits: the choice matters
+
+
+def test_views_of_one_image_never_straddle_folds():
+    """Four identical views of each image and labels that are pure noise: were a view of an image in the
+    held-out fold while another is in the training folds, the weak penalties would score far above chance."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(60, 200, generator=gen)
+    labels = torch.randint(0, 2, (60,), generator=gen)
+    rows, row_labels, groups = images.repeat(4, 1), labels.repeat(4), torch.arange(60).repeat(4)
+    grid = [1e-4, 1e-3]
+    grouped = fit_linear_head(rows, row_labels, classes=2, l2=grid, groups=groups)
+    ungrouped = fit_linear_head(rows, row_labels, classes=2, l2=grid)
+    assert ungrouped.cv_accuracy > 0.95  # the leak this guards against
+    assert grouped.cv_accuracy < 0.75
+
+
+def test_too_few_images_per_class_skip_cross_validation():
+    x, y = _data(n=40)
+    y[:] = 0
+    y[0] = 1  # one image of class 1: no stratified split exists
+    fit = fit_linear_head(x, y, classes=2, l2=[0.01, 0.1, 1.0])
+    assert fit.cv_accuracy is None and fit.l2 == 0.1 and fit.folds == 0
+
+
+def test_frozen_run_is_the_fit_and_matches_sklearn_on_its_cached_features(tmp_path, tiny_folder):
+    from transferlab.tasks.train import train
+
+    overrides = shrink(tiny_folder, backbone="efficientnet_lite0", strategy="frozen",
+                       **{"paths.cache_dir": tmp_path / "cache", "trainer.limit_train_batches": "null",
+                          "trainer.limit_val_batches": "null"})
+    summary = train(compose_config(tmp_path / "frozen", overrides))
+    report = summary["head_fit"]
+    assert summary["epochs"] == 1 and summary["best_checkpoint"]  # one fit, validated and checkpointed
+    assert report["folds"] == 5 and report["rows"] == report["images"] == 24
+    assert report["l2"] in [float(v) for v in report["cv_scores"]]
+    (cache,) = (tmp_path / "cache" / "features").glob("*.pt")
+    data = load_features(cache)
+    x, y = data["train"][0].numpy(), data["train_labels"].numpy()
+    scaler = StandardScaler().fit(x)
+    reference = LogisticRegression(C=1 / (report["l2"] * len(y)), max_iter=5000, tol=1e-10).fit(scaler.transform(x), y)
+    expected = reference.score(scaler.transform(data["val"].numpy()), data["val_labels"].numpy())
+    assert summary["val/acc_best"] == pytest.approx(expected, abs=1e-6)
+    checkpoint = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=False)
+    assert checkpoint["head_fit"]["l2"] == report["l2"]
+
+
+def test_a_head_fit_needs_a_linear_head(tmp_path, tiny_folder):
+    from transferlab.tasks.train import train
+
+    cfg = compose_config(tmp_path, shrink(tiny_folder, strategy="frozen", head="mlp"))
+    with pytest.raises(ConfigValueError, match=r"head='mlp'.*head=linear.*strategy.head_fit.enabled=false"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any data or model
+
+
+def test_frozen_without_head_fit_trains_its_head_by_sgd_epochs(tmp_path, tiny_folder):
+    from transferlab.tasks.train import train
+
+    cfg = compose_config(tmp_path, shrink(tiny_folder, strategy="frozen", **{
+        "strategy.head_fit.enabled": "false", "trainer.max_epochs": 2, "callbacks.early_stopping": "null"}))
+    summary = train(cfg)
+    assert summary["epochs"] == 2 and summary["head_fit"] is None  # no fit: the head trained by SGD
+
+
+class _HeadAtStart(L.Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.weight = pl_module.head[-1].weight.detach().clone()
+
+
+def test_lpft_fine_tunes_from_the_fitted_head_and_a_resumed_run_does_not_refit(tmp_path, tiny_folder, monkeypatch):
+    from transferlab.models import classifier
+    from transferlab.tasks.train import train
+
+    settings = {"paths.cache_dir": tmp_path / "cache", "callbacks.early_stopping": "null", "trainer.max_epochs": 1}
+    overrides = shrink(tiny_folder, backbone="efficientnet_lite0", strategy="lpft", **settings)
+    start = _HeadAtStart()
+    first = train(compose_config(tmp_path, overrides), extra_callbacks=[start])
+    (cache,) = (tmp_path / "cache" / "features").glob("*.pt")  # phase 1's features, shared with strategy=frozen
+    data = load_features(cache)
+    expected = fit_linear_head(data["train"][0], data["train_labels"], classes=2, groups=torch.arange(24))
+    assert expected.l2 == first["head_fit"]["l2"]
+    assert torch.allclose(start.weight, expected.weight)  # phase 2 began at the phase-1 solution
+    assert first["trainable_params"] == first["total_params"]  # then the whole network trained
+
+    def refit(*args, **kwargs):
+        raise AssertionError("a resumed LP-FT run fitted its head again")
+
+    monkeypatch.setattr(classifier, "fit_linear_head", refit)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    resumed = train(compose_config(tmp_path, [*overrides, "trainer.max_epochs=2", f"ckpt_path={last}"]))
+    assert resumed["epochs"] == 2 and resumed["head_fit"] == first["head_fit"]
