@@ -50,6 +50,8 @@ PAYLOADS = {
     "unknown head kind": (lambda d, m: d.__setitem__("head", {"kind": "evil", "dropout": 0.0}), "head.kind"),
     "ill-typed strategy field": (lambda d, m: d["strategy"].__setitem__("trainable_stages", "two"),
                                  "strategy.trainable_stages"),
+    "ill-typed head fit": (lambda d, m: d["strategy"].__setitem__("head_fit", {"enabled": True, "l2": "lots"}),
+                           "strategy.head_fit"),
     "missing field": (lambda d, m: d.pop("input_spec"), "input_spec"),
     "class names not strings": (lambda d, m: d.__setitem__("class_names", [1, 2]), "class_names"),
 }

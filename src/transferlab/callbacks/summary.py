@@ -40,6 +40,7 @@ class RunSummary(L.Callback):
         self._tick = 0.0
         # Every validation: epoch, val/acc and the run's clock (continued across a resume): when a run got there
         self.history: list[dict[str, float]] = []
+        self.extra: dict[str, Any] = {}  # what the task adds before fitting (the learning-rate finder's result)
         self._clock_offset = 0.0
         self.summary: dict[str, Any] = {}
 
@@ -126,6 +127,7 @@ class RunSummary(L.Callback):
             "precision": str(trainer.precision),  # what ran (a 16-bit request on a CPU is refused at start-up)
             # strategy.head_fit: the L2 strength chosen by cross-validation on the training features, and its score
             "head_fit": getattr(pl_module, "head_fit_report", None),
+            **self.extra,
             **provenance(),
         }
         for logger in trainer.loggers:  # a column of TensorBoard's HParams table (callbacks.hparams)

@@ -15,7 +15,6 @@ fit, runs on the model's device, and its result is the head's own `nn.Linear` pa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,40 +70,32 @@ def penalised_loss(weight: torch.Tensor, bias: torch.Tensor, features: torch.Ten
     return F.cross_entropy(features @ weight.T + bias, labels) + 0.5 * l2 * penalty
 
 
-@contextmanager
-def _one_cpu_thread(device: torch.device):
-    """Many tiny matrix products: on a CPU, threads cost more in synchronisation than they save (a 245-image fit
-    took 1.3 s on one thread, 8.6 s on two, on a busy 2-core machine)."""
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _standardise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mean = x.mean(0)
     std = x.std(0, unbiased=False)
     return mean, torch.where(std > 1e-6, std, torch.ones_like(std))  # a constant feature stays unscaled
 
 
-def _solve(z: torch.Tensor, y: torch.Tensor, classes: int, l2: float, init: tuple | None,
+def _solve(z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, classes: int, l2: float, init: tuple | None,
            max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """argmin mean CE(z W^T + b, y) + l2/2 |W|^2 on standardised z, by L-BFGS from `init` (or zeros)."""
-    w = (init[0].clone() if init else torch.zeros(classes, z.shape[1], dtype=z.dtype, device=z.device))
-    b = (init[1].clone() if init else torch.zeros(classes, dtype=z.dtype, device=z.device))
+    """For each problem f (standardised features z[f] (N, D), the rows where mask[f] is 1):
+    argmin mean CE(z W_f^T + b_f, y) + l2/2 |W_f|^2, all solved together by L-BFGS from `init` (or zeros).
+    The problems share no parameter, so their summed objective has each one's optimum as its own."""
+    problems, _, dim = z.shape
+    w = init[0].clone() if init else z.new_zeros(problems, classes, dim)
+    b = init[1].clone() if init else z.new_zeros(problems, classes)
     w.requires_grad_(True)
     b.requires_grad_(True)
-    optimizer = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-6,
-                                  tolerance_change=1e-10, line_search_fn="strong_wolfe")
+    weights = mask / mask.sum(1, keepdim=True)  # each problem's mean over its own rows
+    target = y.expand(problems, -1)[..., None]
+    optimizer = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-4,
+                                  tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = penalised_loss(w, b, z, y, l2)
+        logits = torch.baddbmm(b[:, None, :], z, w.transpose(1, 2))
+        nll = -logits.log_softmax(2).gather(2, target).squeeze(2)
+        loss = (nll * weights).sum() + 0.5 * l2 * w.pow(2).sum()
         loss.backward()
         return loss
 
@@ -129,8 +120,7 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
 
     `groups`: rows that must share a fold (several augmented views of one image). With one strength, or fewer
     than 2 images of some class, there is no cross-validation: the grid's middle strength is used."""
-    with _one_cpu_thread(features.device):
-        return _fit(features, labels, classes, l2, folds, groups, seed, max_iter)
+    return _fit(features, labels, classes, l2, folds, groups, seed, max_iter)
 
 
 def _fit(features, labels, classes, l2, folds, groups, seed, max_iter) -> LinearFit:
@@ -146,39 +136,60 @@ def _fit(features, labels, classes, l2, folds, groups, seed, max_iter) -> Linear
     k = k if k >= 2 else 0  # no cross-validation
     scores: dict[float, float] = {}
     cv_accuracy = None
+    # Standardised once with the training rows' statistics (as a scaler fitted before scikit-learn's CV is), then
+    # written in coordinates of the span of the rows: an L2-penalised solution lies in that span (the
+    # representer theorem), so with fewer rows than features the problem shrinks to N dimensions, exactly.
+    mean, std = _standardise(x)
+    z = (x - mean) / std
+    coords, basis = _row_span(z)
     if k >= 2:
-        totals = {v: [0.0, 0.0] for v in grid}  # strength -> [correct, log-loss sum] over held-out rows
+        # The folds are independent problems in one batched objective: each L-BFGS step serves all of them.
         g_np = None if groups is None else groups.cpu().numpy()
-        for train_idx, test_idx in _folds(y_np, g_np, k, seed):
-            tr, te = torch.as_tensor(train_idx, device=x.device), torch.as_tensor(test_idx, device=x.device)
-            mean, std = _standardise(x[tr])
-            z_tr, z_te = (x[tr] - mean) / std, (x[te] - mean) / std
-            solution = None
-            for v in grid:
-                solution = _solve(z_tr, y[tr], classes, v, solution, max_iter)
-                logits = z_te @ solution[0].T + solution[1]
-                totals[v][0] += float((logits.argmax(1) == y[te]).sum())
-                totals[v][1] += float(F.cross_entropy(logits, y[te], reduction="sum"))
-        n = len(y)
-        scores = {v: totals[v][0] / n for v in grid}
+        train_mask = torch.zeros(k, len(y), dtype=x.dtype, device=x.device)
+        for f, (train_idx, _) in enumerate(_folds(y_np, g_np, k, seed)):
+            train_mask[f, torch.as_tensor(train_idx, device=x.device)] = 1.0
+        held_out = 1.0 - train_mask
+        folds_z = coords.expand(k, -1, -1)
+        solution = None
+        correct, loss = {}, {}
+        for v in grid:
+            solution = _solve(folds_z, y, train_mask, classes, v, solution, max_iter)
+            logits = torch.baddbmm(solution[1][:, None, :], folds_z, solution[0].transpose(1, 2))
+            correct[v] = float(((logits.argmax(2) == y).float() * held_out).sum())
+            nll = -logits.log_softmax(2).gather(2, y.expand(k, -1)[..., None]).squeeze(2)
+            loss[v] = float((nll * held_out).sum())
+        scores = {v: correct[v] / len(y) for v in grid}
         # best accuracy; then lowest log-loss; then the strongest penalty (grid order): max() keeps the first
-        chosen = max(grid, key=lambda v: (round(scores[v], 9), -round(totals[v][1], 6)))
+        chosen = max(grid, key=lambda v: (round(scores[v], 9), -round(loss[v], 6)))
         cv_accuracy = scores[chosen]
     else:
         chosen = grid[len(grid) // 2]
-    mean, std = _standardise(x)
-    z = (x - mean) / std
     solution = None
+    everything = torch.ones(1, len(y), dtype=x.dtype, device=x.device)
     for v in grid:  # the same warm-started path, on all rows, down to the chosen strength
-        solution = _solve(z, y, classes, v, solution, max_iter)
+        solution = _solve(coords[None], y, everything, classes, v, solution, max_iter)
         if v == chosen:
             break
-    w, b = solution
+    w, b = solution[0][0] @ basis.T, solution[1][0]
     train_accuracy = float(((z @ w.T + b).argmax(1) == y).float().mean())
     weight = w / std  # fold the standardisation into the layer: W z + b = (W / std) x + (b - (W / std) mean)
     bias = b - weight @ mean
-    return LinearFit(weight=weight, bias=bias, scale=std, l2=chosen, cv_accuracy=cv_accuracy, cv_scores=scores, folds=k,
-                     train_accuracy=train_accuracy)
+    return LinearFit(weight=weight, bias=bias, scale=std, l2=chosen, cv_accuracy=cv_accuracy, cv_scores=scores,
+                     folds=k, train_accuracy=train_accuracy)
+
+
+def _row_span(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(coordinates (N, r), orthonormal basis (D, r)) of the rows of z, with z = coordinates @ basis.T; the
+    identity basis when there are at least as many rows as features."""
+    rows, dim = z.shape
+    if rows >= dim:
+        return z, torch.eye(dim, dtype=z.dtype, device=z.device)
+    values, vectors = torch.linalg.eigh((z @ z.T).double())  # the Gram matrix: N x N
+    keep = values > values.max() * 1e-10
+    scale = values[keep].sqrt()
+    coords = (vectors[:, keep] * scale).to(z.dtype)
+    basis = ((z.double().T @ vectors[:, keep]) / scale).to(z.dtype)
+    return coords, basis
 
 
 def _group_labels(y: np.ndarray, groups: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ import logging
 import shlex
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,36 @@ def fit_head_first(cfg: DictConfig, model: TransferClassifier, datamodule, train
              report["seconds"], report["l2"], report["cv_accuracy"], report["folds"])
 
 
+def find_lr(cfg: DictConfig, model: TransferClassifier, data, trainer: L.Trainer) -> dict[str, Any]:
+    """`tune.lr_find=true`: Lightning's learning-rate finder (an exponential lr sweep over `tune.num_training`
+    steps; its suggestion is the steepest fall of the loss) sets optimizer.lr for this run. The Tuner saves the
+    model, optimizer and loop state before the sweep and restores them after it; the seed is set again, so the
+    training that follows is the run it would have been with that lr from the start."""
+    from lightning.pytorch.tuner import Tuner
+
+    settings = cfg.tune
+    # The finder stops at max_steps = num_training *or* at trainer.max_epochs, whichever comes first; let a short
+    # run's epochs not cut the sweep short (restored below).
+    max_epochs = trainer.fit_loop.max_epochs
+    trainer.fit_loop.max_epochs = max(max_epochs, settings.num_training)
+    try:
+        result = Tuner(trainer).lr_find(model, datamodule=data, min_lr=settings.min_lr, max_lr=settings.max_lr,
+                                        num_training=settings.num_training, update_attr=False)
+    finally:
+        trainer.fit_loop.max_epochs = max_epochs
+    suggestion = None if result is None else result.suggestion()
+    if suggestion is None:
+        raise ConfigValueError(
+            f"tune.lr_find: no suggestion between tune.min_lr={settings.min_lr} and tune.max_lr={settings.max_lr} "
+            "(the loss never fell). Widen the range, raise tune.num_training, or set optimizer.lr yourself.")
+    factory = model.optimizer_factory
+    model.optimizer_factory = partial(factory.func, *factory.args, **{**factory.keywords, "lr": float(suggestion)})
+    L.seed_everything(cfg.seed, workers=True)
+    log.info("Learning-rate finder: optimizer.lr=%.3g (was %s)", suggestion, factory.keywords.get("lr"))
+    return {"suggested_lr": float(suggestion), "configured_lr": factory.keywords.get("lr"),
+            "min_lr": settings.min_lr, "max_lr": settings.max_lr, "steps": len(result.results.get("lr", []))}
+
+
 def resume_command(cfg: DictConfig) -> str:
     """The command that continues this run from `{ckpt}` (filled in on interruption): a single run in its own
     directory; a sweep job by re-running its sweep in the sweep's directory (finished jobs are skipped,
@@ -175,6 +206,16 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     interrupt = next((c for c in trainer.callbacks if isinstance(c, GracefulInterrupt)), None)
     if interrupt is not None:
         interrupt.resume_command = resume_command(cfg)
+    lr_found = None
+    if cfg.get("tune", {}).get("lr_find"):
+        if model.fits_head_only or resume is not None:
+            log.warning("tune.lr_find skipped: %s.", "the head is solved, not stepped" if model.fits_head_only
+                        else "a resumed run keeps its optimizer")
+        else:
+            lr_found = find_lr(cfg, model, fit_data, trainer)
+            for callback in trainer.callbacks:
+                if isinstance(callback, RunSummary):
+                    callback.extra["lr_find"] = lr_found
     try:
         trainer.fit(model, datamodule=fit_data, ckpt_path=resume)
     except SIGTERMException:  # Lightning's stop request (SIGTERM, or Ctrl-C/SIGUSR1 through GracefulInterrupt)
