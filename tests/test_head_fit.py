@@ -12,6 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from tests.conftest import compose_config, shrink
+from tests.test_dashboards import events
 from transferlab.config.checks import ConfigValueError
 from transferlab.data.features import load_features
 from transferlab.models.linear_fit import fit_linear_head
@@ -88,6 +89,10 @@ def test_frozen_run_is_the_fit_and_matches_sklearn_on_its_cached_features(tmp_pa
     assert summary["val/acc_best"] == pytest.approx(expected, abs=1e-6)
     checkpoint = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=False)
     assert checkpoint["head_fit"]["l2"] == report["l2"]
+    scalars = events(tmp_path / "frozen" / "run" / "tensorboard")
+    assert scalars.Scalars("head_fit/l2")[-1].value == pytest.approx(report["l2"])
+    assert scalars.Scalars("head_fit/cv_accuracy")[-1].value == pytest.approx(report["cv_accuracy"])
+    assert not [t for t in scalars.Tags()["scalars"] if t.startswith("lr-")]
 
 
 def test_a_head_fit_needs_a_linear_head(tmp_path, tiny_folder):
