@@ -140,3 +140,10 @@ def test_lpft_fine_tunes_from_the_fitted_head_and_a_resumed_run_does_not_refit(t
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     resumed = train(compose_config(tmp_path, [*overrides, "trainer.max_epochs=2", f"ckpt_path={last}"]))
     assert resumed["epochs"] == 2 and resumed["head_fit"] == first["head_fit"]
+
+
+def test_a_head_fit_uses_every_training_row_whatever_limit_train_batches_says(tmp_path, tiny_folder):
+    from transferlab.tasks.train import train
+
+    cfg = compose_config(tmp_path, shrink(tiny_folder, strategy="frozen", **{"trainer.limit_train_batches": 0.25}))
+    assert train(cfg)["head_fit"]["rows"] == 24  # all of them (a quarter of one full batch would be an error)

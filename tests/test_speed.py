@@ -116,4 +116,5 @@ def test_benchmark_script_smoke(tmp_path):
         for arm in ("tutorial", "transferlab"):
             run = results[strategy][arm]
             assert 0.0 <= run["best_acc"] <= 1.0 and run["wall_s"] > 0 and run["train_images_per_s"] > 0
-            assert len(run["curve"]) == 2  # one val accuracy per epoch
+            # one val accuracy per epoch; transferlab's frozen run is one epoch: its head is solved, not stepped
+            assert len(run["curve"]) == (1 if (strategy, arm) == ("frozen", "transferlab") else 2)

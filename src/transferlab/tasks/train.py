@@ -196,6 +196,10 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
             f"dataset.cache_features={str(cache).lower()}: strategy={model.strategy.name} fits its head on cached "
             "features. Use dataset.cache_features=auto, or strategy.head_fit.enabled=false to train the head on "
             "images by SGD.")
+    if model.fits_head_only and trainer.limit_train_batches != 1.0:
+        log.info("trainer.limit_train_batches=%s ignored: a head fit uses every training row (one batch).",
+                 trainer.limit_train_batches)
+        trainer.limit_train_batches = 1.0
     fit_data = datamodule
     if use_feature_cache(cache, model):
         fit_data = cached_features(cfg, model, datamodule, trainer)
