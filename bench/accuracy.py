@@ -3,13 +3,16 @@
     python bench/accuracy.py                                   # hymenoptera and flowers12 from ../shared/datasets
     python bench/accuracy.py --data /path/to/images --backbones efficientnet_lite0,efficientnet_lite2
     python bench/accuracy.py --arms probe,frozen,lpft,finetune --seeds 1,2,3 --epochs 10
+    python bench/accuracy.py --arms finetune,finetune+strong,lpft+strong,no-ema:finetune+strong \
+        --arm-extra 'no-ema=recipe.ema_decay=null'
 
 For every data folder and backbone, one after the other (run it alone: two trainings on two cores thrash):
 
 - `probe`, the baseline: scikit-learn's `LogisticRegressionCV` (standardised features, C by 5-fold CV on the
   training features) on the same cached features `strategy=frozen` uses, scored on val;
-- every other arm is `python train.py dataset=folder dataset.root=<data> backbone=<b> strategy=<arm>` (plus
-  `--extra` overrides) in its own process, once per seed, reading its `summary.json`.
+- every other arm, `[label:]strategy[+recipe]`, is `python train.py dataset=folder dataset.root=<data> backbone=<b>
+  strategy=<strategy> recipe=<recipe>` (recipe tutorial when not named; plus `--extra` overrides and the
+  `--arm-extra` of its label) in its own process, once per seed, reading its `summary.json`.
 
 Writes `bench/results/accuracy-<stamp>.md` and `.json`: best val accuracy (mean ± std over seeds, and each
 seed's), wall time, the time at which a run's val accuracy first reached the probe's, training images/s, and
@@ -70,9 +73,18 @@ def probe(data: str, backbone: str) -> dict:
             "train_images": int(len(y)), "val_images": int(len(features.val_labels)), "cache_hit": features.cache_hit}
 
 
+def parse_arm(arm: str) -> tuple[str, str, str]:
+    """`[label:]strategy[+recipe]` -> (label, strategy, recipe)."""
+    label, _, spec = arm.rpartition(":")
+    strategy, _, recipe = spec.partition("+")
+    return label or arm, strategy, recipe or "tutorial"
+
+
 def run_arm(data: str, backbone: str, arm: str, seed: int, epochs: int | None, extra: list[str], workdir: Path) -> dict:
-    overrides = ["dataset=folder", f"dataset.root={data}", f"backbone={backbone}", f"strategy={arm}", f"seed={seed}",
-                 "logger=none", "callbacks.dashboards.max_images=0", f"hydra.run.dir={workdir}", *extra]
+    _, strategy, recipe = parse_arm(arm)
+    dataset = [] if any(o.startswith("dataset=") for o in extra) else ["dataset=folder"]
+    overrides = [*dataset, f"dataset.root={data}", f"backbone={backbone}", f"strategy={strategy}", f"recipe={recipe}",
+                 f"seed={seed}", "logger=none", "callbacks.dashboards.max_images=0", f"hydra.run.dir={workdir}", *extra]
     if epochs is not None:
         overrides.append(f"trainer.max_epochs={epochs}")
     cmd = [sys.executable, str(ROOT / "train.py"), *overrides]
@@ -92,6 +104,19 @@ def reached(history: list[dict], target: float) -> float | None:
     return next((h["elapsed_s"] for h in history if h["val_acc"] >= target - 1e-9), None)
 
 
+def mark_finetune_best(rows: list[dict]) -> None:
+    """The issue's LP-FT yardstick: when did each run first reach the `finetune` arm's mean best accuracy?"""
+    finetune = next((r for r in rows if r["arm"] == "finetune"), None)
+    ok = [x for x in (finetune or {}).get("runs", []) if x.get("status") == "ok"]
+    if not ok:
+        return
+    target = statistics.mean(x["val_acc"] for x in ok)
+    for row in rows:
+        for run in row["runs"]:
+            if run.get("history"):
+                run["reached_finetune_s"] = reached(run["history"], target)
+
+
 def spread(values: list[float], digits: int = 4) -> str:
     if not values:
         return "n/a"
@@ -101,7 +126,7 @@ def spread(values: list[float], digits: int = 4) -> str:
 
 
 HEADER = ["data", "backbone", "arm", "best val acc", "per seed", "wall time (s)", "reached probe at (s)",
-          "images/s", "head fit (s)"]
+          "reached finetune's best at (s)", "images/s", "head fit (s)"]
 
 
 def table(results: list[dict], command: str) -> list[str]:
@@ -111,14 +136,16 @@ def table(results: list[dict], command: str) -> list[str]:
         ok = [x for x in r["runs"] if x.get("status", "ok") == "ok"]
         if r["arm"] == "probe":
             p = ok[0]
-            cells = [f"probe (sklearn, C={p['C']:.3g})", f"{p['val_acc']:.4f}", "", "", "", "", str(p["fit_s"])]
+            cells = [f"probe (sklearn, C={p['C']:.3g})", f"{p['val_acc']:.4f}", "", "", "", "", "", str(p["fit_s"])]
         else:
             accs = [x["val_acc"] for x in ok]
             reach = [x["reached_probe_s"] for x in ok if "reached_probe_s" in x]
+            reach_ft = [x["reached_finetune_s"] for x in ok if "reached_finetune_s" in x]
             fits = [x["head_fit_s"] for x in ok if x.get("head_fit_s") is not None]
             cells = [r["arm"] + ("" if len(ok) == len(r["runs"]) else f" ({len(r['runs']) - len(ok)} failed)"),
                      spread(accs), ", ".join(f"{a:.4f}" for a in accs), spread([x["wall_s"] for x in ok], 1),
                      ", ".join("never" if v is None else f"{v:.0f}" for v in reach),
+                     ", ".join("never" if v is None else f"{v:.0f}" for v in reach_ft),
                      spread([x["images_per_s"] or 0.0 for x in ok], 1), spread(fits, 2) if fits else ""]
         lines.append("| " + " | ".join([r["data"], r["backbone"], *cells]) + " |")
     return lines
@@ -164,16 +191,18 @@ def main() -> None:
                 runs = []
                 for seed in seeds:
                     print(f"[accuracy] {base['data']} {backbone} {arm} seed {seed}", flush=True)
-                    workdir = ROOT / "outputs" / "bench" / f"accuracy-{stamp}" / base["data"] / backbone / arm
+                    label = parse_arm(arm)[0].replace("+", "_")
+                    workdir = ROOT / "outputs" / "bench" / f"accuracy-{stamp}" / base["data"] / backbone / label
                     workdir = workdir / str(seed)
                     run = run_arm(data, backbone, arm, seed, args.epochs,
-                                  shlex.split(args.extra) + arm_extra.get(arm, []), workdir)
+                                  shlex.split(args.extra) + arm_extra.get(parse_arm(arm)[0], []), workdir)
                     if probe_acc is not None and run.get("history"):
                         run["reached_probe_s"] = reached(run["history"], probe_acc)
                     runs.append(run)
                     print(f"    -> {json.dumps({k: v for k, v in run.items() if k not in ('history', 'command')})}",
                           flush=True)
                 results.append({**base, "arm": arm, "runs": runs})
+            mark_finetune_best([r for r in results if r["data"] == base["data"] and r["backbone"] == backbone])
 
     out = ROOT / "bench" / "results" / f"accuracy-{stamp}"
     out.parent.mkdir(parents=True, exist_ok=True)

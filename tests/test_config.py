@@ -30,10 +30,23 @@ def test_default_config_resolves_completely(tmp_path):
     # The config names a registry key, never a file path; the registry finds the package's file.
     assert cfg.backbone.weights == "packaged:efficientnet_lite0"
     assert packaged_weights_path("efficientnet_lite0").endswith("efficientnet-lite0-57934424.pth")
-    assert cfg.optimizer.lr == 0.001 and cfg.optimizer.momentum == 0.9
+    assert cfg.optimizer.lr == pytest.approx(0.004) and cfg.optimizer.momentum == 0.9  # 0.001 x 16 / 4
+    assert cfg.strategy.name == "finetune"
     assert cfg.scheduler.step_size == 7 and cfg.scheduler.gamma == 0.1
     assert cfg.trainer.accelerator == "auto" and cfg.trainer.max_epochs == 25
     assert not OmegaConf.missing_keys(cfg)
+
+
+@pytest.mark.parametrize(("overrides", "lr"), [
+    (["dataset.batch_size=4"], 0.001),  # the tutorial's batch, the tutorial's rate
+    (["dataset.batch_size=32"], 0.008),
+    (["dataset.batch_size=32", "optimizer.lr=0.01"], 0.01),  # a number given is used as it is
+    (["dataset.batch_size=32", "recipe=strong"], 0.001),  # AdamW's rate is not scaled
+])
+def test_sgd_lr_is_the_tutorials_scaled_linearly_with_the_batch_size(tmp_path, overrides, lr):
+    cfg = compose_config(tmp_path, overrides)
+    OmegaConf.resolve(cfg)
+    assert cfg.optimizer.lr == pytest.approx(lr)
 
 
 @pytest.mark.parametrize("group", ["dataset", "backbone", "strategy", "head", "optimizer", "scheduler"])
@@ -191,9 +204,12 @@ def test_schema_train_default_is_empty():
 def test_each_option_states_only_what_differs_from_what_it_extends(tmp_path, group):
     for option in _options(group):
         raw = OmegaConf.load(CONF / group / f"{option}.yaml")
-        defaults = list(raw.pop("defaults"))
-        assert defaults[-1] == "_self_" and len(defaults) == 2, (group, option, defaults)
-        parent = defaults[0]
+        defaults = OmegaConf.to_container(raw.pop("defaults"))
+        parent, *selections, last = defaults
+        assert last == "_self_" and isinstance(parent, str), (group, option, defaults)
+        # a recipe also selects other groups (optimizer, scheduler); nothing else may sit between
+        assert all(isinstance(s, dict) and all(k.startswith("override /") for k in s) for s in selections), (
+            group, option, defaults)
         if parent == "schema":
             base = OmegaConf.structured(SCHEMAS[group])
         else:

@@ -116,3 +116,22 @@ def test_gradual_resumed_after_unfreezing_keeps_the_backbone_trainable_at_its_lr
                if k.endswith("weight") and not torch.equal(v, resumed_weights[f"backbone.{k}"])]
     assert changed, "backbone weights did not change after resuming past the unfreeze point"
     assert before.keys() == model.backbone.state_dict().keys()
+
+
+def test_keep_bn_stats_holds_every_batchnorm_still_while_its_weights_train(tmp_path, tiny_folder):
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    def norms_after_a_training_forward(model):
+        model.strategy.apply(model, model.stages, epoch=0)
+        model.train()
+        norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+        before = [m.running_mean.clone() for m in norms]
+        model(torch.randn(4, 3, 32, 32) * 3 + 1)
+        return norms, [not torch.equal(b, m.running_mean) for b, m in zip(before, norms, strict=True)]
+
+    norms, moved = norms_after_a_training_forward(
+        _model(tmp_path / "kept", tiny_folder, "finetune", "strategy.keep_bn_stats=true"))
+    assert norms and all(m.weight.requires_grad and not m.training for m in norms)
+    assert not any(moved)
+    norms, moved = norms_after_a_training_forward(_model(tmp_path / "drifting", tiny_folder, "finetune"))
+    assert all(m.training for m in norms) and all(moved)

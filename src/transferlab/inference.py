@@ -113,13 +113,19 @@ def _collate(batch):
     return [i for i, _ in good], images, bad
 
 
+TTA = ("none", "flip")  # test-time augmentation (eval.py and predict.py `tta=`)
+
+
 class Classifier:
     """A trained model ready for inference: `predict(paths | PIL images)` with the checkpoint's transform."""
 
     def __init__(self, model: TransferClassifier, device: str | torch.device = "auto",
-                 checkpoint: str | os.PathLike | None = None) -> None:
+                 checkpoint: str | os.PathLike | None = None, tta: str = "none") -> None:
+        if tta not in TTA:
+            raise ValueError(f"tta={tta!r}; use one of {list(TTA)} (flip: average each image with its mirror).")
         self.device = pick_device(device)
         self.model = model.eval().to(self.device)
+        self.model.tta = tta
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.transform = eval_transform(model.input_spec)
 
@@ -157,7 +163,7 @@ class Classifier:
                     log.warning("%s (skipped)", err)
                     skipped.append(Skipped(_source_name(items[i], i), err))
                 if images is not None:
-                    logits = self.model(images.to(self.device, non_blocking=True))
+                    logits = self.model.evaluate(images.to(self.device, non_blocking=True))
                     chunks.append(logits.float().softmax(dim=-1).cpu())
                     kept.extend(indices)
                 bar.update(len(indices) + len(bad))
@@ -184,8 +190,9 @@ class Classifier:
         return Predictions(preds, out.skipped)
 
 
-def load_classifier(path: str | os.PathLike, device: str | torch.device = "auto") -> Classifier:
+def load_classifier(path: str | os.PathLike, device: str | torch.device = "auto", tta: str = "none") -> Classifier:
     """Load a trained classifier from a checkpoint file, a run directory (`<run>`, `<run>:last`) or an
-    exported `.safetensors` file. No training config and no download needed."""
+    exported `.safetensors` file. No training config and no download needed. `tta="flip"`: each prediction is
+    the mean probability of the image and its horizontal mirror (twice the compute)."""
     resolved = resolve_checkpoint(path)
-    return Classifier(load_model(resolved), device=device, checkpoint=resolved)
+    return Classifier(load_model(resolved), device=device, checkpoint=resolved, tta=tta)

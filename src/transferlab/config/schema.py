@@ -62,6 +62,9 @@ class StrategyConfig:
     unfreeze_at: int | None = None  # backbone rules only take effect from this epoch on (see gradual)
     pretrained: bool = True  # false: same architecture, random init (see scratch)
     freeze_bn: bool = True  # BatchNorm layers of frozen parts stay in eval mode
+    # every BatchNorm keeps its pretrained running statistics, also where its weights train (lpft: the fitted
+    # head keeps seeing the features it was fitted on; small or augmented batches do not drag the statistics)
+    keep_bn_stats: bool = False
     # Fit the head on cached features first (frozen: that is the whole training; lpft: then fine-tune from it)
     head_fit: HeadFitConfig = field(default_factory=HeadFitConfig)
 
@@ -135,9 +138,27 @@ class DatasetConfig:
     cache_images: Any = False
     on_bad_file: str = "skip"  # unreadable/over-size files: skip (warn, listing each) | error (stop before training)
     max_pixels: int | None = 89478485  # images above are bad files (PIL's decompression-bomb limit)
+    # Imbalanced folders: none | sampler (each epoch draws training images with replacement, every class equally
+    # likely) | loss (cross-entropy weighted by n / (classes * count) per class). A head fit ignores it.
+    balance: str = "none"
     cache_dir: str | None = "${paths.log_dir}/cache"  # the dataset doctor's per-file checks, reused while unchanged
     input: InputConfig = field(default_factory=InputConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class RecipeConfig:
+    """How the network is trained, beyond which parts train (the strategy) and the optimizer/scheduler groups a
+    recipe option picks: the loss, batch mixing, weight averaging (semantics: `transferlab.models.classifier`,
+    `transferlab.callbacks.ema`). Every component is off here; `recipe=strong` switches on what measured helpful."""
+
+    name: str = MISSING
+    label_smoothing: float = 0.0  # cross-entropy against (1 - e) * one-hot + e / classes
+    mixup_alpha: float = 0.0  # > 0: MixUp(alpha) on training image batches (torchvision v2); not on cached features
+    cutmix_alpha: float = 0.0  # > 0: CutMix(alpha); with both, each batch picks one of the two
+    mix_prob: float = 1.0  # fraction of training batches mixed
+    ema_decay: float | None = None  # a number: validate, checkpoint and export an EMA of the weights
+    ema_warmup: bool = True  # the EMA's decay ramps up as min(decay, (1 + n) / (10 + n)) after n updates
 
 
 SCHEMAS: dict[str, type] = {
@@ -145,6 +166,7 @@ SCHEMAS: dict[str, type] = {
     "backbone": BackboneConfig,
     "head": HeadConfig,
     "dataset": DatasetConfig,
+    "recipe": RecipeConfig,
 }
 
 

@@ -23,6 +23,7 @@ from transferlab.data.transforms import eval_transform, train_transform
 log = logging.getLogger(__name__)
 
 CACHE_IMAGES = [False, "memory", "disk"]  # dataset.cache_images (true = memory)
+BALANCE = ("none", "sampler", "loss")  # dataset.balance
 
 
 def default_num_workers() -> int:
@@ -82,6 +83,7 @@ class FolderDataModule(L.LightningDataModule):
         folds: int | None = None,
         fold: int = 0,
         cv_pool: str = "train",
+        balance: str = "none",
     ) -> None:
         super().__init__()
         if on_bad_file not in ON_BAD_FILE:
@@ -91,6 +93,9 @@ class FolderDataModule(L.LightningDataModule):
             raise ValueError(f"dataset.cache_images={cache_images!r}; use one of {CACHE_IMAGES}.")
         if cache_images == "disk" and not cache_dir:
             raise ValueError("dataset.cache_images=disk needs dataset.cache_dir (where to write the decoded file).")
+        if balance not in BALANCE:
+            raise ValueError(f"dataset.balance={balance!r}; use one of {list(BALANCE)}.")
+        self.balance = balance  # sampler: here (training_loader); loss: the model's class weights (tasks/train)
         self.root = os.path.abspath(os.path.expanduser(root))
         self.name = name
         self.batch_size = batch_size
@@ -186,6 +191,18 @@ class FolderDataModule(L.LightningDataModule):
         return self.scan().class_names
 
     @property
+    def train_labels(self) -> list[int]:
+        """The training samples' class indices (class weights, balanced sampling)."""
+        return [s.label for s in self.scan().train]
+
+    def sample_weights(self, labels: list[int]) -> torch.Tensor | None:
+        """`balance=sampler`: each row drawn with probability 1 / (classes * its class's count), else None."""
+        if self.balance != "sampler":
+            return None
+        counts = torch.bincount(torch.as_tensor(labels))
+        return 1.0 / counts[torch.as_tensor(labels)].double()
+
+    @property
     def val_files(self) -> list[str]:
         """Validation image paths by dataset index (the order of `val_dataloader()`'s dataset)."""
         return [s.path for s in self.scan().val]
@@ -225,7 +242,8 @@ class FolderDataModule(L.LightningDataModule):
             "pin_memory": self.pin_memory,
         }
         if shuffle:
-            return training_loader(dataset, seed=self.split_seed, trainer=self.trainer, **settings)
+            return training_loader(dataset, seed=self.split_seed, trainer=self.trainer,
+                                   weights=self.sample_weights(self.train_labels), **settings)
         return DataLoader(dataset, shuffle=False, **settings)
 
     def train_dataloader(self) -> DataLoader:

@@ -227,7 +227,8 @@ class CachedFeatureDataModule(L.LightningDataModule):
             return DataLoader(rows, batch_size=len(rows), shuffle=False)
         ds = _ViewDataset(self.train_features, self.train_labels)
         return training_loader(ds, seed=self.seed, trainer=self.trainer, batch_size=self.images.batch_size,
-                               drop_last=len(ds) > self.images.batch_size)
+                               drop_last=len(ds) > self.images.batch_size,
+                               weights=self.images.sample_weights(self.train_labels.tolist()))
 
     def val_dataloader(self) -> DataLoader:
         ds = torch.utils.data.TensorDataset(self.val_features, self.val_labels)

@@ -17,10 +17,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class EpochSampler(Sampler[int]):
-    """A permutation of range(n) drawn from (seed, epoch); Lightning calls `set_epoch` at every epoch start."""
+    """A permutation of range(n) drawn from (seed, epoch); Lightning calls `set_epoch` at every epoch start.
+    With `weights`: n indices drawn with replacement in proportion to them (class-balanced sampling)."""
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, weights: torch.Tensor | None = None) -> None:
         self.n = n
+        self.weights = weights
         self.seed = int(seed)
         self.epoch = 0
         self._resume: tuple[int, int] | None = None  # (epoch, items to skip) after a mid-epoch restore
@@ -30,6 +32,8 @@ class EpochSampler(Sampler[int]):
 
     def order(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        if self.weights is not None:
+            return torch.multinomial(self.weights, self.n, replacement=True, generator=generator).tolist()
         return torch.randperm(self.n, generator=generator).tolist()
 
     def resume(self, epoch: int, skip: int) -> None:
@@ -49,10 +53,11 @@ class EpochSampler(Sampler[int]):
 class ResumableDataLoader(DataLoader):
     """A shuffled DataLoader (over an `EpochSampler`) that Lightning can checkpoint and restore mid-epoch."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, **kwargs: Any) -> None:
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, weights: torch.Tensor | None = None,
+                 **kwargs: Any) -> None:
         kwargs.pop("shuffle", None)
         self._seed = int(seed)
-        super().__init__(dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), seed),
+        super().__init__(dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), seed, weights),
                          generator=torch.Generator().manual_seed(seed), **kwargs)
         self._batches = 0  # handed out in the current epoch, counting those before a restore
 
@@ -75,9 +80,14 @@ class ResumableDataLoader(DataLoader):
         self._batches = batches
 
 
-def training_loader(dataset: Dataset, seed: int, trainer: Any = None, **settings: Any) -> DataLoader:
+def training_loader(dataset: Dataset, seed: int, trainer: Any = None, weights: torch.Tensor | None = None,
+                    **settings: Any) -> DataLoader:
     """The shuffled training loader: resumable in a single process; under DDP a plain shuffled one, which
-    Lightning gives a DistributedSampler (a resumed DDP run replays its partial epoch in a new order)."""
+    Lightning gives a DistributedSampler (a resumed DDP run replays its partial epoch in a new order).
+    `weights` (class-balanced sampling) draw each epoch's rows with replacement in proportion to them."""
     if trainer is not None and trainer.world_size > 1:
+        if weights is not None:
+            raise ValueError("dataset.balance=sampler does not run under DDP (Lightning replaces the sampler "
+                             "with a DistributedSampler); use dataset.balance=loss.")
         return DataLoader(dataset, shuffle=True, **settings)
-    return ResumableDataLoader(dataset, seed=seed, **settings)
+    return ResumableDataLoader(dataset, seed=seed, weights=weights, **settings)

@@ -9,8 +9,10 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+from torchvision.transforms import v2
 
 from transferlab.data.input_spec import InputSpec
 from transferlab.models.backbones import create_backbone
@@ -25,6 +27,18 @@ SchedulerFactory = Callable[..., Any]
 # A checkpoint's "transferlab" entry and an export's metadata: these keys, plus the version of their layout.
 DESCRIPTION_VERSION = 2
 DESCRIPTION_KEYS = ("backbone", "head", "strategy", "class_names", "input_spec")
+
+
+def batch_mixer(mix: dict[str, float], num_classes: int) -> v2.Transform | None:
+    """torchvision's MixUp and/or CutMix on (images, labels) batches (each batch picks one), or None."""
+    mixers = []
+    if mix.get("mixup_alpha", 0.0) > 0:
+        mixers.append(v2.MixUp(alpha=float(mix["mixup_alpha"]), num_classes=num_classes))
+    if mix.get("cutmix_alpha", 0.0) > 0:
+        mixers.append(v2.CutMix(alpha=float(mix["cutmix_alpha"]), num_classes=num_classes))
+    if not mixers:
+        return None
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
 
 
 class TransferClassifier(L.LightningModule):
@@ -49,6 +63,10 @@ class TransferClassifier(L.LightningModule):
         scheduler_interval: str = "epoch",
         channels_last: bool = False,
         compile: bool = False,
+        label_smoothing: float = 0.0,
+        mix: dict[str, float] | None = None,
+        class_weights: list[float] | None = None,
+        tta: str = "none",
     ) -> None:
         super().__init__()
         if len(class_names) < 2:
@@ -70,6 +88,13 @@ class TransferClassifier(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.channels_last = channels_last
         self.compile_backbone = compile
+        # The training loss (recipe): label smoothing, MixUp/CutMix on image batches, class weights (dataset.balance)
+        self.label_smoothing = float(label_smoothing)
+        self.mixer = batch_mixer(mix or {}, num_classes=len(class_names))
+        self.mix_prob = float((mix or {}).get("mix_prob", 1.0))
+        self.register_buffer("class_weights", None if class_weights is None
+                             else torch.as_tensor(class_weights, dtype=torch.float32), persistent=False)
+        self.tta = tta  # validation and prediction: none | flip (mean probability of the image and its mirror)
 
         self.backbone = built.module
         self.head = create_head(in_features=built.num_features, num_classes=len(class_names), **head)
@@ -121,6 +146,16 @@ class TransferClassifier(L.LightningModule):
         """Logits from images (N, C, H, W) or from pooled features (N, D), e.g. a frozen backbone's cache."""
         return self.forward_head(x if x.ndim == 2 else self.forward_features(x))
 
+    def evaluate(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for validation and prediction. With `tta="flip"` and images: the log of the mean probability
+        of each image and its horizontal mirror (softmax of it gives that mean)."""
+        if self.tta == "none" or x.ndim == 2:
+            return self(x)
+        if self.tta != "flip":
+            raise ValueError(f"tta={self.tta!r}; use none or flip.")
+        probs = (self(x).softmax(-1) + self(x.flip(-1)).softmax(-1)) / 2
+        return probs.clamp_min(1e-12).log()
+
     def train(self, mode: bool = True) -> TransferClassifier:
         """Keep frozen parts in eval mode whatever Lightning switches (BN statistics must not drift)."""
         super().train(mode)
@@ -170,9 +205,12 @@ class TransferClassifier(L.LightningModule):
         if self.fits_head_only:
             return self._head_fit_step(batch)
         images, targets = batch
+        labels = targets
+        if self.mixer is not None and images.ndim == 4 and torch.rand(()) < self.mix_prob:
+            images, targets = self.mixer(images, targets)  # targets become class probabilities
         logits = self(images)
-        loss = self.criterion(logits, targets)
-        self.train_acc(logits, targets)
+        loss = F.cross_entropy(logits, targets, weight=self.class_weights, label_smoothing=self.label_smoothing)
+        self.train_acc(logits, labels)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(targets))
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
@@ -215,7 +253,7 @@ class TransferClassifier(L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, targets = batch
-        logits = self(images)
+        logits = self.evaluate(images)
         self.val_loss.update(self.criterion(logits, targets), weight=len(targets))
         self.val_acc.update(logits, targets)
 
@@ -231,7 +269,7 @@ class TransferClassifier(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         images = batch[0] if isinstance(batch, list | tuple) else batch
-        return self(images).softmax(dim=-1)
+        return self.evaluate(images).softmax(dim=-1)
 
     # --- optimisation -------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -249,7 +287,11 @@ class TransferClassifier(L.LightningModule):
         optimizer = self.optimizer_factory(params=param_groups(self, self.train_rules, base_lr=base_lr))
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
+        if self.scheduler_interval == "step":  # a per-step schedule needs the run's length (schedules.warmup_cosine)
+            scheduler = self.scheduler_factory(optimizer=optimizer,
+                                               total_steps=int(self.trainer.estimated_stepping_batches))
+        else:
+            scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
 
     # --- checkpoints --------------------------------------------------------------------------------

@@ -99,17 +99,19 @@ class Strategy(StrategyConfig):
     def eval_modules(self, model: nn.Module, waiting: Iterable[nn.Parameter] = ()) -> Iterable[nn.Module]:
         """Modules that must stay in eval mode while training: a top-level part none of whose parameters trains
         (so a frozen backbone is a deterministic feature extractor, dropout included) and, with `freeze_bn`,
-        every BatchNorm whose parameters do not train (so running statistics do not drift). A parameter trains
-        when it requires grad and is not `waiting` for its epoch (see `apply`)."""
-        if not self.freeze_bn:
-            return []
+        every BatchNorm whose parameters do not train (so running statistics do not drift); with `keep_bn_stats`,
+        every BatchNorm. A parameter trains when it requires grad and is not `waiting` for its epoch (see `apply`)."""
         held = {id(p) for p in waiting}
 
         def frozen(module: nn.Module) -> bool:
             return not any(p.requires_grad and id(p) not in held for p in module.parameters())
 
-        return [m for m in model.children() if frozen(m)] + [
-            m for m in model.modules() if isinstance(m, _BatchNorm) and frozen(m)]
+        norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+        if self.keep_bn_stats:
+            return [m for m in model.children() if frozen(m)] + norms
+        if not self.freeze_bn:
+            return []
+        return [m for m in model.children() if frozen(m)] + [m for m in norms if frozen(m)]
 
 
 def lr_mult_for(rules: Mapping[str, float], param_name: str) -> float | None:

@@ -234,9 +234,9 @@ def write_outputs(ev: Evaluation, out_dir: Path, info: dict[str, Any], mistakes:
 def evaluate_checkpoint(ckpt_path: str, dataset: DictConfig | None = None, split: str = "val",
                         output_dir: str | os.PathLike | None = None, batch_size: int = 32,
                         num_workers: int | str = 0, device: str = "auto", top_k: int = 5, n_bins: int = 15,
-                        mistakes: int = 16, progress: bool = True) -> Evaluation:
+                        mistakes: int = 16, progress: bool = True, tta: str = "none") -> Evaluation:
     """Python API of `eval.py`: evaluate a checkpoint on a split and (optionally) write every output."""
-    clf = load_classifier(ckpt_path, device=device)
+    clf = load_classifier(ckpt_path, device=device, tta=tta)
     if dataset is not None:  # the user's own config: its _target_ and prepare step are theirs to run
         datamodule = instantiate(dataset)
         datamodule.prepare_data()
@@ -249,6 +249,7 @@ def evaluate_checkpoint(ckpt_path: str, dataset: DictConfig | None = None, split
     start = time.perf_counter()
     ev = evaluate_samples(clf, samples, label_map, batch_size, workers, progress, top_k, n_bins)
     ev.metrics["seconds"] = round(time.perf_counter() - start, 2)
+    ev.metrics["tta"] = tta
     ev.dataset_skipped = [str(p) for p in getattr(datamodule, "skipped", [])]  # bad files the scan left out
     if output_dir is not None:
         info = {"checkpoint": str(clf.checkpoint), "dataset_root": datamodule.root, "split": split}
@@ -262,11 +263,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ev = evaluate_checkpoint(
         cfg.ckpt_path, cfg.get("dataset"), split=cfg.split, output_dir=out_dir, batch_size=cfg.batch_size,
         num_workers=cfg.num_workers, device=cfg.device, top_k=cfg.top_k, n_bins=cfg.calibration_bins,
-        mistakes=cfg.mistakes, progress=cfg.progress,
+        mistakes=cfg.mistakes, progress=cfg.progress, tta=cfg.get("tta", "none"),
     )
     info = json.loads((out_dir / "metrics.json").read_text())
     title = (f"Evaluated {info['checkpoint']}\n  on {info['dataset_root']} [{cfg.split}]: "
-             f"{ev.metrics['num_images']} images, {len(ev.class_names)} classes, {ev.metrics['seconds']:.1f}s")
+             f"{ev.metrics['num_images']} images, {len(ev.class_names)} classes, {ev.metrics['seconds']:.1f}s"
+             + (f", tta={ev.metrics['tta']}" if ev.metrics["tta"] != "none" else ""))
     print(format_report(ev, title))
     print(f"\nWrote {out_dir}/: " + ", ".join(sorted(p.name for p in out_dir.iterdir() if p.is_file())))
     return ev.metrics

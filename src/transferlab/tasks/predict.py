@@ -107,7 +107,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if output.suffix.lower() not in (".csv", ".json"):  # fail before any work is done
         raise ValueError(f"output={cfg.output!r}: use a .csv or .json file name.")
     files = expand_inputs(inputs)
-    clf = load_classifier(cfg.ckpt_path, device=cfg.device)
+    clf = load_classifier(cfg.ckpt_path, device=cfg.device, tta=cfg.get("tta", "none"))
     spec = clf.input_spec
     print(f"Checkpoint: {clf.checkpoint}")
     print(f"Classes: {', '.join(clf.class_names)} | input {spec.image_size}px (resize {spec.resize_size}, "

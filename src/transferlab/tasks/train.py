@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -20,6 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.callbacks.checkpoint_io import AtomicCheckpointIO
+from transferlab.callbacks.ema import WarmupEMA
 from transferlab.callbacks.hparams import log_hparams, run_hparams
 from transferlab.callbacks.interrupt import GracefulInterrupt, RunInterrupted
 from transferlab.callbacks.summary import RunSummary
@@ -54,14 +56,27 @@ def backbone_description(cfg: DictConfig) -> dict[str, Any]:
     return backbone
 
 
-def build_model(cfg: DictConfig, class_names: list[str], input_overrides: dict | None) -> TransferClassifier:
+def class_weights(labels: Sequence[int], num_classes: int) -> list[float]:
+    """`dataset.balance=loss`: n / (classes * count) per class (scikit-learn's "balanced" class weights)."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = sorted(set(labels))
+    balanced = compute_class_weight("balanced", classes=np.array(present), y=np.array(labels))
+    weights = dict(zip(present, balanced, strict=True))
+    return [float(weights.get(k, 0.0)) for k in range(num_classes)]
+
+
+def build_model(cfg: DictConfig, class_names: list[str], input_overrides: dict | None,
+                train_labels: Sequence[int] = ()) -> TransferClassifier:
     """The model from the config: its description is plain data, its optimizer and scheduler are built from the
-    current config's `_partial_` targets (never from a file)."""
+    current config's `_partial_` targets (never from a file), its loss from `recipe` and `dataset.balance`."""
     scheduler, interval = None, "epoch"
     if cfg.get("scheduler"):
         sched_cfg = OmegaConf.to_container(cfg.scheduler, resolve=True)
         interval = sched_cfg.pop("interval", "epoch")
         scheduler = instantiate(sched_cfg)
+    recipe = to_plain(cfg.get("recipe")) or {}
+    balance = cfg.dataset.get("balance", "none")
     return TransferClassifier(
         backbone=backbone_description(cfg),
         head=to_plain(cfg.head),
@@ -73,7 +88,22 @@ def build_model(cfg: DictConfig, class_names: list[str], input_overrides: dict |
         scheduler_interval=interval,
         channels_last=bool(cfg.get("channels_last", False)),
         compile=bool(cfg.get("compile", False)),
+        label_smoothing=recipe.get("label_smoothing", 0.0),
+        mix={k: recipe[k] for k in ("mixup_alpha", "cutmix_alpha", "mix_prob") if k in recipe},
+        class_weights=class_weights(train_labels, len(class_names)) if balance == "loss" else None,
     )
+
+
+def ema_callback(cfg: DictConfig, model: TransferClassifier) -> list[L.Callback]:
+    """`recipe.ema_decay`: validate, checkpoint and export an EMA of the weights (not for a solved head)."""
+    decay = OmegaConf.select(cfg, "recipe.ema_decay")
+    if decay is None:
+        return []
+    if model.fits_head_only:
+        log.info("recipe.ema_decay ignored: strategy=%s solves its head, there are no steps to average.",
+                 model.strategy.name)
+        return []
+    return [WarmupEMA(decay=float(decay), warmup=bool(OmegaConf.select(cfg, "recipe.ema_warmup", default=True)))]
 
 
 def use_feature_cache(setting: bool | str, model: TransferClassifier) -> bool:
@@ -170,12 +200,13 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset)
     datamodule.prepare_data()
-    model = build_model(cfg, datamodule.class_names, datamodule.input_overrides)
+    model = build_model(cfg, datamodule.class_names, datamodule.input_overrides,
+                        train_labels=getattr(datamodule, "train_labels", ()))
     datamodule.set_input_spec(model.input_spec)
     log.info("Input: %s", model.input_spec)
 
     loggers = _instantiate_all(cfg.get("logger"))
-    callbacks = [*_instantiate_all(cfg.get("callbacks")), *extra_callbacks]
+    callbacks = [*_instantiate_all(cfg.get("callbacks")), *extra_callbacks, *ema_callback(cfg, model)]
     if not loggers or model.fits_head_only:  # no logger, or no optimizer (a head fit): LearningRateMonitor refuses
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
