@@ -33,8 +33,19 @@ def test_default_config_resolves_completely(tmp_path):
     assert cfg.optimizer.lr == pytest.approx(0.004) and cfg.optimizer.momentum == 0.9  # 0.001 x 16 / 4
     assert cfg.strategy.name == "finetune"
     assert cfg.scheduler.step_size == 7 and cfg.scheduler.gamma == 0.1
-    assert cfg.trainer.accelerator == "auto" and cfg.trainer.max_epochs == 25
+    assert cfg.trainer.accelerator == "auto" and cfg.trainer.max_epochs == 6  # conf/dataset_trainer/digits.yaml
     assert not OmegaConf.missing_keys(cfg)
+
+
+@pytest.mark.parametrize(("overrides", "epochs"), [
+    ([], 6),  # digits' own budget
+    (["dataset=hymenoptera"], 25),  # no dataset_trainer file: the trainer's default, the tutorial's 25
+    (["experiment=hymenoptera_frozen"], 25),  # an experiment's dataset decides, not the default one
+    (["trainer.max_epochs=25"], 25),  # the command line wins over the dataset's budget
+    (["debug=tiny"], 1),  # and so does a debug config
+])
+def test_a_dataset_can_set_its_own_epoch_budget(tmp_path, overrides, epochs):
+    assert compose_config(tmp_path, overrides).trainer.max_epochs == epochs
 
 
 @pytest.mark.parametrize(("overrides", "lr"), [
@@ -112,7 +123,7 @@ def _new_value(hint: Any) -> tuple[str, Any]:
     if get_origin(base) is dict:
         return "{head:0.25}", {"head": 0.25}
     if get_origin(base) is list:
-        return "[0.25,0.75]", [0.25, 0.75]
+        return ("[3,4]", [3, 4]) if base.__args__ == (int,) else ("[0.25,0.75]", [0.25, 0.75])
     return {str: ("changed", "changed"), int: ("7", 7), float: ("0.125", 0.125),
             bool: ("false", False)}.get(base, ("3", 3))  # Any: checked by its consumer, not the schema
 
@@ -146,7 +157,7 @@ def test_wrong_type_fails_at_composition_naming_the_key(tmp_path, override):
 
 
 def test_wrong_type_on_the_command_line_stops_train_py_before_any_data(tmp_path, monkeypatch, capsys):
-    returncode, stderr = run_script("train.py", "strategy.trainable_stages=two", cwd=tmp_path,
+    returncode, stderr, _ = run_script("train.py", "strategy.trainable_stages=two", cwd=tmp_path,
                                     monkeypatch=monkeypatch, capsys=capsys)
     assert returncode != 0
     assert "trainable_stages" in stderr and "two" in stderr

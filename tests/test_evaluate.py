@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from sklearn import metrics as skm
 
-from tests.conftest import CLASSES, ROOT, compose_config, copy_run, make_folder, shrink
+from tests.conftest import CLASSES, compose_config, copy_run, make_folder, run_script, shrink
 from transferlab.evaluation.metrics import compute_metrics
 from transferlab.inference import load_classifier
 from transferlab.tasks.evaluate import (
@@ -91,13 +89,11 @@ def test_eval_refuses_a_dataset_with_other_classes(tmp_path, trained_run):
     assert not (tmp_path / "out").exists()  # nothing scored, nothing written
 
 
-def test_eval_cli_uses_the_runs_own_data_and_writes_every_output(tmp_path, trained_run):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "eval.py"), f"ckpt_path={trained_run['run_dir']}", "top_k=2", "mistakes=4",
-         f"paths.root_dir={tmp_path}", "progress=false", "device=cpu"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_eval_cli_uses_the_runs_own_data_and_writes_every_output(tmp_path, trained_run, monkeypatch, capsys):
+    code, err, stdout = run_script("eval.py", f"ckpt_path={trained_run['run_dir']}", "top_k=2", "mistakes=4",
+                              f"paths.root_dir={tmp_path}", "progress=false", "device=cpu", cwd=tmp_path,
+                              monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err[-3000:]
     out = next((tmp_path / "outputs" / "eval" / "runs").glob("*/*"))
     expected = {"metrics.json", "per_class.csv", "per_class.md", "confusion_matrix.csv", "confusion_matrix.png",
                 "calibration.png", "confident_mistakes.png", "predictions.csv"}
@@ -123,8 +119,8 @@ def test_eval_cli_uses_the_runs_own_data_and_writes_every_output(tmp_path, train
     for png in ("confusion_matrix.png", "calibration.png", "confident_mistakes.png"):
         with Image.open(out / png) as im:
             assert im.size[0] > 200 and im.size[1] > 100
-    assert f"accuracy            {doc['metrics']['accuracy']:.4f}" in proc.stdout
-    assert "| macro avg |" in proc.stdout and "ECE (15 bins)" in proc.stdout
+    assert f"accuracy            {doc['metrics']['accuracy']:.4f}" in stdout
+    assert "| macro avg |" in stdout and "ECE (15 bins)" in stdout
 
 
 def test_predict_on_val_agrees_with_eval(tmp_path, trained_run):

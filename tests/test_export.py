@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import onnx
@@ -19,7 +17,7 @@ from safetensors.torch import save_file
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from tests.conftest import CLASSES, HYMENOPTERA, ROOT, compose_config, requires_hymenoptera
+from tests.conftest import CLASSES, HYMENOPTERA, compose_config, requires_hymenoptera, run_script
 from transferlab.data.images import load_rgb
 from transferlab.data.input_spec import InputSpec
 from transferlab.data.transforms import eval_transform
@@ -108,17 +106,14 @@ def test_safetensors_rebuilds_the_model_exactly(tmp_path, trained_run):
         load_classifier(bare)
 
 
-def test_export_cli_checks_float_onnx_on_images(tmp_path, trained_run):
+def test_export_cli_checks_float_onnx_on_images(tmp_path, trained_run, monkeypatch, capsys):
     val = Path(trained_run["data"], "val")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "export.py"), f"ckpt_path={trained_run['run_dir']}", "format=onnx",
-         "input_dtype=float32", f"verify_inputs={val}", f"output_dir={tmp_path / 'out'}", f"paths.root_dir={tmp_path}"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    m = re.search(r"Check \(onnxruntime vs PyTorch on 15 images\): max \|logit diff\| (\S+), same class 15/15",
-                  proc.stdout)
-    assert m and float(m.group(1)) < TOLERANCE, proc.stdout
+    code, err, out = run_script("export.py", f"ckpt_path={trained_run['run_dir']}", "format=onnx",
+                                "input_dtype=float32", f"verify_inputs={val}", f"output_dir={tmp_path / 'out'}",
+                                f"paths.root_dir={tmp_path}", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err[-3000:]
+    m = re.search(r"Check \(onnxruntime vs PyTorch on 15 images\): max \|logit diff\| (\S+), same class 15/15", out)
+    assert m and float(m.group(1)) < TOLERANCE, out
     session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].type == "tensor(float)"
     assert json.loads((tmp_path / "out" / "labels.json").read_text())["input"]["range"] == "0-1"

@@ -15,7 +15,7 @@ from tests.conftest import compose_config, shrink
 from tests.test_dashboards import events
 from transferlab.config.checks import ConfigValueError
 from transferlab.data.features import load_features
-from transferlab.models.linear_fit import fit_linear_head
+from transferlab.models.linear_fit import SourceHead, fit_linear_head, penalised_loss
 
 
 def _data(n=240, d=40, classes=3, seed=0):
@@ -69,11 +69,49 @@ def test_too_few_images_per_class_skip_cross_validation():
     assert fit.cv_accuracy is None and fit.l2 == 0.1 and fit.folds == 0
 
 
+def _pretrained_space(n: int, seed: int, dim: int = 200, source_classes: int = 100):
+    """Features of a network pretrained on `source_classes` classes, whose classes 3 and 7 are our two classes:
+    an image of class c lies along its source class's row, buried in noise along many other directions."""
+    gen = torch.Generator().manual_seed(0)  # the same pretrained head for every sample
+    head = SourceHead(torch.randn(source_classes, dim, generator=gen) / dim ** 0.5, torch.zeros(source_classes))
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = head.weight[torch.tensor([3, 7])[y]] + torch.randn(n, dim, generator=gen) * 0.5
+    return x, y, head
+
+
+def test_the_pretrained_classifiers_own_classes_win_when_they_are_the_folders_classes():
+    x, y, head = _pretrained_space(30, seed=1)
+    mapped = fit_linear_head(x, y, classes=2, source=head, source_classes=[1, 2, 5])
+    plain = fit_linear_head(x, y, classes=2)
+    assert mapped.inputs == "source top 1" and mapped.source_classes == [3, 7]
+    assert set(mapped.candidates) == {"features", "source top 1", "source top 2", "source top 5"}
+    assert mapped.cv_accuracy == max(mapped.candidates.values()) > mapped.candidates["features"]
+    # one linear layer on the features, better on new images than the head fitted on the features alone
+    x_new, y_new, _ = _pretrained_space(2000, seed=2)
+    accuracy = {name: float(((x_new @ fit.weight.T + fit.bias).argmax(1) == y_new).float().mean())
+                for name, fit in (("mapped", mapped), ("plain", plain))}
+    assert accuracy["mapped"] > accuracy["plain"] + 0.03, accuracy
+    # and a minimum of the objective the run's L-BFGS check re-evaluates, so that check leaves it as it is
+    weight, bias = mapped.weight.clone().requires_grad_(), mapped.bias.clone().requires_grad_()
+    penalised_loss(weight, bias, x, y, mapped.l2, mapped.scale, mapped.basis).backward()
+    assert weight.grad.abs().max() < 1e-3 and bias.grad.abs().max() < 1e-3
+
+
+def test_an_unrelated_pretrained_classifier_leaves_the_features():
+    x, y = _data(seed=2)
+    _, _, head = _pretrained_space(1, seed=0, dim=x.shape[1])
+    fit = fit_linear_head(x, y, classes=3, source=head, source_classes=[1, 5])
+    assert fit.inputs == "features" and fit.basis is None and fit.source_classes is None
+    assert fit.candidates["features"] > max(fit.candidates["source top 1"], fit.candidates["source top 5"])
+
+
 def test_frozen_run_is_the_fit_and_matches_sklearn_on_its_cached_features(tmp_path, tiny_folder):
     from transferlab.tasks.train import train
 
     overrides = shrink(tiny_folder, backbone="efficientnet_lite0", strategy="frozen",
-                       **{"paths.cache_dir": tmp_path / "cache", "trainer.limit_train_batches": "null",
+                       **{"strategy.head_fit.source_classes": "[]",  # the features only: sklearn's problem
+                          "paths.cache_dir": tmp_path / "cache", "trainer.limit_train_batches": "null",
                           "trainer.limit_val_batches": "null"})
     summary = train(compose_config(tmp_path / "frozen", overrides))
     report = summary["head_fit"]
@@ -122,7 +160,8 @@ def test_lpft_fine_tunes_from_the_fitted_head_and_a_resumed_run_does_not_refit(t
     from transferlab.models import classifier
     from transferlab.tasks.train import train
 
-    settings = {"paths.cache_dir": tmp_path / "cache", "callbacks.early_stopping": "null", "trainer.max_epochs": 1}
+    settings = {"paths.cache_dir": tmp_path / "cache", "callbacks.early_stopping": "null", "trainer.max_epochs": 1,
+                "strategy.head_fit.source_classes": "[]"}  # the features only, as `expected` below
     overrides = shrink(tiny_folder, backbone="efficientnet_lite0", strategy="lpft", **settings)
     start = _HeadAtStart()
     first = train(compose_config(tmp_path, overrides), extra_callbacks=[start])

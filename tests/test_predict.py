@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from tests.conftest import CLASSES, ROOT, make_folder
+from tests.conftest import CLASSES, make_folder, run_script
 from transferlab.data.images import load_rgb
 from transferlab.data.transforms import eval_transform
 from transferlab.inference import load_classifier
@@ -180,15 +180,13 @@ def test_predict_json_lists_predictions_and_skipped(tmp_path, trained_run, capsy
         predict_run(_predict_cfg(ckpt_path=trained_run["run_dir"], inputs=str(tmp_path / "in"), output="p.txt"))
 
 
-def test_predict_cli_writes_csv_and_reports_folder_accuracy(tmp_path, trained_run):
+def test_predict_cli_writes_csv_and_reports_folder_accuracy(tmp_path, trained_run, monkeypatch, capsys):
     val = Path(trained_run["data"], "val")
     out = tmp_path / "preds.csv"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "predict.py"), f"ckpt_path={trained_run['run_dir']}:last", f"inputs={val}",
-         "top_k=2", f"output={out}", f"paths.root_dir={tmp_path}", "progress=false", "device=cpu"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, err, stdout = run_script("predict.py", f"ckpt_path={trained_run['run_dir']}:last", f"inputs={val}",
+                                   "top_k=2", f"output={out}", f"paths.root_dir={tmp_path}", "progress=false",
+                                   "device=cpu", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err[-3000:]
     rows = list(csv.DictReader(out.open()))
     files = expand_inputs(val)
     assert [r["file"] for r in rows] == files
@@ -196,8 +194,8 @@ def test_predict_cli_writes_csv_and_reports_folder_accuracy(tmp_path, trained_ru
     assert all(len(json.loads(r["top_k"])) == 2 for r in rows)
     assert all(json.loads(r["top_k"])[0] == [r["label"], float(r["prob"])] for r in rows)
     correct = sum(Path(r["file"]).parent.name == r["label"] for r in rows)
-    assert f"accuracy {correct / len(rows):.4f} ({correct}/{len(rows)})" in proc.stdout
-    assert f"Wrote {out}" in proc.stdout
+    assert f"accuracy {correct / len(rows):.4f} ({correct}/{len(rows)})" in stdout
+    assert f"Wrote {out}" in stdout
     assert list((tmp_path / "outputs" / "predict").rglob("predict.log"))  # Hydra's run dir for this job
 
 

@@ -195,12 +195,12 @@ def test_flip_tta_averages_an_image_and_its_mirror(trained_run):
 
 def test_eval_and_predict_take_tta(trained_run, tmp_path, monkeypatch, capsys):
     run_dir = trained_run["run_dir"]
-    code, err = run_script("eval.py", f"ckpt_path={run_dir}", "tta=flip", f"hydra.run.dir={tmp_path / 'ev'}",
+    code, err, _ = run_script("eval.py", f"ckpt_path={run_dir}", "tta=flip", f"hydra.run.dir={tmp_path / 'ev'}",
                            "progress=false", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]["tta"] == "flip"
     out = tmp_path / "p.csv"
-    code, err = run_script("predict.py", f"ckpt_path={run_dir}", f"inputs={trained_run['data']}/val", "tta=flip",
+    code, err, _ = run_script("predict.py", f"ckpt_path={run_dir}", f"inputs={trained_run['data']}/val", "tta=flip",
                            f"output={out}", f"hydra.run.dir={tmp_path / 'pr'}", "progress=false", cwd=tmp_path,
                            monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0, err

@@ -137,7 +137,7 @@ def test_checkpoint_alone_rebuilds_model_with_its_input_spec(tiny_training):
 
 
 def test_config_typo_on_the_command_line_fails_before_training(tmp_path, tiny_folder, monkeypatch, capsys):
-    returncode, stderr = run_script("train.py", *shrink(tiny_folder), "trainer.max_epoch=3", cwd=tmp_path,
+    returncode, stderr, _ = run_script("train.py", *shrink(tiny_folder), "trainer.max_epoch=3", cwd=tmp_path,
                                     monkeypatch=monkeypatch, capsys=capsys)
     assert returncode != 0
     assert "max_epoch" in stderr

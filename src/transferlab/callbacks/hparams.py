@@ -25,12 +25,16 @@ KEY_HPARAMS = ("strategy.name", "backbone.name", "head.kind", "optimizer.lr", "o
                "seed")
 
 
+# Groups whose option follows another's (train.yaml: `dataset_trainer: ${dataset}`): a column would repeat it.
+DERIVED_GROUPS = ("dataset_trainer",)
+
+
 def run_hparams(cfg: DictConfig, choices: Mapping[str, Any] | None = None,
                 overrides: Iterable[str] = ()) -> dict[str, Any]:
     """The choices that define a run, as scalars TensorBoard can show (ints, floats and bools kept as such)."""
     params: dict[str, Any] = {}
     for group, option in sorted((choices or {}).items()):
-        if option is not None and not group.startswith("hydra"):
+        if option is not None and not group.startswith("hydra") and group not in DERIVED_GROUPS:
             params[f"group/{group}"] = str(option)
     for key in KEY_HPARAMS:
         value = OmegaConf.select(cfg, key, default=None)

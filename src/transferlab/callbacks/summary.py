@@ -143,6 +143,7 @@ class RunSummary(L.Callback):
                 "",
                 f"Training complete in {s['wall_time_s'] // 60:.0f}m {s['wall_time_s'] % 60:.0f}s",
                 f"Best val acc: {best} (epoch {s['best_epoch']})",
+                *_head_fit_lines(s["head_fit"]),
                 f"Trainable params: {s['trainable_params']:,} of {s['total_params']:,}",
                 f"Best checkpoint: {s['best_checkpoint']}",
                 f"Last checkpoint: {s['last_checkpoint']}",
@@ -150,6 +151,17 @@ class RunSummary(L.Callback):
         )
         if trainer.default_root_dir:
             atomic_write_json(os.path.join(trainer.default_root_dir, self.filename), s)
+
+
+def _head_fit_lines(report: dict | None) -> list[str]:
+    """What the head fit chose, and the cross-validated accuracy of each candidate input (training images only)."""
+    if not report or report.get("cv_accuracy") is None:
+        return []
+    inputs = report.get("inputs", "features")
+    if report.get("source_names"):
+        inputs += f" (pretrained classes: {', '.join(report['source_names'])})"
+    tried = ", ".join(f"{k} {v:.4f}" for k, v in (report.get("candidates") or {}).items())
+    return [f"Head fit: {inputs}, l2 {report['l2']:g}; cross-validated accuracy on train: {tried}"]
 
 
 def _logged(trainer: L.Trainer, key: str) -> float | None:

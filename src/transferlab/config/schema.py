@@ -44,6 +44,10 @@ class HeadFitConfig:
     l2: list[float] = field(default_factory=lambda: [round(10 ** (e / 2), 6) for e in range(-8, 5)])
     folds: int = 5  # cross-validation folds (fewer when a class has fewer images)
     max_iter: int = 200  # L-BFGS iterations per fit
+    # Candidate inputs besides the features, when the weights come with their classifier (ImageNet's): for each m,
+    # the logits of the m pretrained classes most probable on each class's training images. The cross-validation
+    # picks among them and the features; [] = the features only.
+    source_classes: list[int] = field(default_factory=lambda: [1, 5])
 
 
 @dataclass

@@ -55,9 +55,22 @@ class Backbone:
     name: str
     weights: str | None
     stages: list[list[str]] = field(default_factory=list)  # module names, input to output
-    # The classifier the weights came with (timm), removed from `module`: maps its features to the pretraining
-    # classes (ImageNet's 1000), for measures such as the advisor's; None for random init or torchvision.
+    # The classifier the weights came with, removed from `module`: maps its features to the pretraining classes
+    # (ImageNet's 1000), for the advisor's measures and the head fit's source_classes; None for random init.
     pretrained_classifier: nn.Module | None = None
+
+
+def source_class_names(indices: list[int], source_classes: int) -> list[str]:
+    """Names of a pretrained classifier's classes: ImageNet's first synonym for a 1000-way head, else the index."""
+    if source_classes == 1000:
+        try:
+            from timm.data import ImageNetInfo
+
+            info = ImageNetInfo()
+            return [info.index_to_description(i).split(",")[0] for i in indices]
+        except Exception:  # names are a nicety
+            pass
+    return [str(i) for i in indices]
 
 
 def packaged_weights_path(name: str) -> str:
@@ -147,8 +160,8 @@ def _offline_message(model: str, url: str, cache_path: str, error: Exception) ->
     )
 
 
-def _strip_classifier(model: nn.Module) -> int:
-    """Replace the model's final Linear classifier by Identity and return its input width.
+def _strip_classifier(model: nn.Module) -> nn.Linear:
+    """Replace the model's final Linear classifier by Identity and return it (its in_features: the features).
 
     Generic across torchvision families (fc, classifier[-1], heads.head, ...): the classifier is the last
     nn.Linear registered in the module tree. Its in_features is the feature dimension."""
@@ -164,7 +177,7 @@ def _strip_classifier(model: nn.Module) -> int:
     parent_name, _, child = last_name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, nn.Identity())
-    return last.in_features
+    return last
 
 
 def _has_params(module: nn.Module) -> bool:
@@ -233,9 +246,10 @@ def _torchvision_backbone(name: str, weights: str | None, key_map: str) -> Backb
         std=tuple(tf.std),
         interpolation=tf.interpolation.value,
     )
-    num_features = _strip_classifier(model)
+    classifier = _strip_classifier(model)
     stages = _child_stages(model)
-    return Backbone(model, num_features, spec, "torchvision", name, weights, stages)
+    return Backbone(model, classifier.in_features, spec, "torchvision", name, weights, stages,
+                    classifier if weights is not None else None)
 
 
 def _timm_backbone(name: str, weights: str | None, key_map: str) -> Backbone:

@@ -15,9 +15,9 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
 from transferlab.data.input_spec import InputSpec
-from transferlab.models.backbones import create_backbone
+from transferlab.models.backbones import create_backbone, source_class_names
 from transferlab.models.heads import create_head
-from transferlab.models.linear_fit import fit_linear_head, linear_layer, penalised_loss
+from transferlab.models.linear_fit import SourceHead, fit_linear_head, linear_layer, penalised_loss
 from transferlab.models.strategy import param_groups, strategy_from_config
 
 # Built by the training task from the *current* config (Hydra `_partial_` targets); never read from a file.
@@ -97,6 +97,11 @@ class TransferClassifier(L.LightningModule):
         self.tta = tta  # validation and prediction: none | flip (mean probability of the image and its mirror)
 
         self.backbone = built.module
+        # The weights' own classifier (e.g. ImageNet's): a head fit may use its outputs (head_fit.source_classes).
+        # Kept out of the state dict: a checkpoint holds the fitted head, never this.
+        classifier = built.pretrained_classifier
+        self.source_head = None if not isinstance(classifier, nn.Linear) else SourceHead(
+            classifier.weight.detach().clone(), classifier.bias.detach().clone())
         self.head = create_head(in_features=built.num_features, num_classes=len(class_names), **head)
         self.strategy = strategy_from_config(strategy)
         self.train_rules = self.strategy.apply(self, built.stages, epoch=0)
@@ -107,7 +112,7 @@ class TransferClassifier(L.LightningModule):
         self.fits_head_only = self.strategy.fits_head and self.strategy.backbone_always_frozen(self.stages)
         self.automatic_optimization = not self.fits_head_only
         self.head_fit_report: dict[str, Any] | None = None  # set by fit_head, kept in checkpoints
-        self._fit_objective: tuple[float, torch.Tensor] | None = None  # (l2, feature scale) of the last fit
+        self._fit_objective: tuple | None = None  # (l2, input scale, basis) of the last fit (penalised_loss)
         self._distributed = False  # set in setup(): DDP needs every parameter that will train to require grad
         self._waiting: list[nn.Parameter] = []  # trained later (gradual), gradients dropped until then
         self.train()  # puts frozen parts in eval mode from the start
@@ -187,11 +192,14 @@ class TransferClassifier(L.LightningModule):
         start = time.perf_counter()
         fit = fit_linear_head(features.to(self.device), labels.to(self.device), len(self.class_names),
                               l2=settings["l2"], folds=settings["folds"], max_iter=settings["max_iter"],
-                              groups=None if groups is None else groups.to(self.device))
+                              groups=None if groups is None else groups.to(self.device),
+                              source=self.source_head, source_classes=settings.get("source_classes") or ())
         fit.load_into(self.head)
-        self._fit_objective = (fit.l2, fit.scale)
+        self._fit_objective = (fit.l2, fit.scale, fit.basis)
         images = len(labels) if groups is None else groups.unique().numel()
-        self.head_fit_report = {**fit.report(), "images": int(images), "rows": int(len(labels)),
+        names = None if fit.source_classes is None else source_class_names(fit.source_classes,
+                                                                            len(self.source_head.bias))
+        self.head_fit_report = {**fit.report(), "source_names": names, "images": int(images), "rows": int(len(labels)),
                                 "seconds": round(time.perf_counter() - start, 3)}
         return self.head_fit_report
 
@@ -220,13 +228,13 @@ class TransferClassifier(L.LightningModule):
         features, targets, groups = batch
         if self.head_fit_report is None:  # a resumed run has it from its checkpoint
             self.fit_head(features, targets, groups)
-            l2, scale = self._fit_objective
+            l2, scale, basis = self._fit_objective
             linear = linear_layer(self.head)
             optimizer = self.optimizers()
 
             def objective() -> torch.Tensor:
                 optimizer.zero_grad()
-                loss = penalised_loss(linear.weight, linear.bias, features, targets, l2, scale)
+                loss = penalised_loss(linear.weight, linear.bias, features, targets, l2, scale, basis)
                 self.manual_backward(loss)
                 return loss
 

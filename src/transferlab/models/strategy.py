@@ -166,5 +166,10 @@ def head_fit_settings(raw: Mapping) -> dict:
             raise ValueError(f"strategy.head_fit.{key}={value!r:.200}: expected a positive whole number.")
     if not isinstance(settings["enabled"], bool):
         raise ValueError(f"strategy.head_fit.enabled={settings['enabled']!r:.200}: expected true or false.")
+    tops = settings["source_classes"]
+    if (not isinstance(tops, list | tuple)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in tops)):
+        raise ValueError(f"strategy.head_fit.source_classes={tops!r:.200}: expected a list of whole numbers >= 1 "
+                         "(or [] for the features only).")
     return {"enabled": settings["enabled"], "l2": [float(v) for v in l2], "folds": settings["folds"],
-            "max_iter": settings["max_iter"]}
+            "max_iter": settings["max_iter"], "source_classes": [int(v) for v in tops]}

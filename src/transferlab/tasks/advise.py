@@ -84,6 +84,7 @@ from transferlab.callbacks.summary import RunSummary
 from transferlab.config import register_resolvers, to_plain
 from transferlab.config.schema import StrategyConfig
 from transferlab.files import atomic_write_json
+from transferlab.models.backbones import source_class_names
 
 log = logging.getLogger(__name__)
 
@@ -255,19 +256,12 @@ def pretrained_head_measures(classifier: torch.nn.Module | None, features: torch
         return {}
     probs = logits.softmax(dim=1)
     confidence, top = probs.max(dim=1)
-    try:
-        from timm.data import ImageNetInfo
-
-        info = ImageNetInfo()
-        describe = lambda i: info.index_to_description(i).split(",")[0]  # noqa: E731
-    except Exception:  # labels are a nicety
-        describe = str
     per_class = {}
     for c, name in enumerate(class_names):
         mine = top[labels == c].tolist()
         if mine:
             label, n = Counter(mine).most_common(1)[0]
-            per_class[name] = [describe(label), round(n / len(mine), 2)]
+            per_class[name] = [source_class_names([label], 1000)[0], round(n / len(mine), 2)]
     return {"imagenet_confidence": float(confidence.mean()), "imagenet_classes": per_class}
 
 
