@@ -189,7 +189,7 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
     # Standardised once with the training rows' statistics, then written in coordinates of the span of the rows:
     # an L2-penalised solution lies in that span (the representer theorem), so with fewer rows than features the
     # problem shrinks to N dimensions, exactly.
-    plain = _standardise(x)
+    plain = _standardise(x)  # (mean, std, standardised features)
     source_logits = source.logits(x) if source is not None and source_classes else None
     tops = [0] + ([int(m) for m in dict.fromkeys(source_classes)] if source_logits is not None and k else [])
     scores: dict[float, float] = {}
@@ -203,7 +203,7 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
         results = _cross_validate(_row_span(plain[2])[0].expand(k, -1, -1), y, train_mask, grid, classes, max_iter)
         if len(tops) > 1:  # every fold of every mapping in one batched problem: they are small (m x classes wide)
             # the mapping is part of the fit: chosen inside each fold from its training rows only
-            mapped = _padded([_source_inputs(source_logits, top, y, mask.bool(), classes)[1][2]
+            mapped = _padded([_source_inputs(source_logits, top, y, classes, mask.bool())[3]
                               for top in tops[1:] for mask in train_mask])
             results += _cross_validate(mapped, y, train_mask.repeat(len(tops) - 1, 1), grid, classes, max_iter, k)
         best_key = None
@@ -214,8 +214,7 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
             if best_key is None or key > best_key:  # ties keep the earlier candidate: the features first
                 best_key, chosen, chosen_top, scores, cv_accuracy = key, v, top, accuracy, accuracy[v]
     if chosen_top:
-        indices, (mean, std, z) = _source_inputs(source_logits, chosen_top, y, torch.ones_like(y, dtype=torch.bool),
-                                                 classes)
+        indices, mean, std, z = _source_inputs(source_logits, chosen_top, y, classes)
     else:
         indices, (mean, std, z) = None, plain
     coords, basis = _row_span(z)
@@ -242,10 +241,12 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
                      candidates=candidates)
 
 
-def _source_inputs(source_logits: torch.Tensor, top: int, y: torch.Tensor, rows: torch.Tensor, classes: int):
-    """(indices, (mean, std, standardised logits)) of the top-`top` mapping chosen on the rows `rows`."""
-    indices = top_source_classes(source_logits[rows].softmax(1), y[rows], classes, top)
-    return indices, _standardise(source_logits[:, indices])
+def _source_inputs(source_logits: torch.Tensor, top: int, y: torch.Tensor, classes: int,
+                   rows: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """(indices, mean, std, standardised logits) of the top-`top` mapping chosen on `rows` (a mask; None: all)."""
+    probs, labels = (source_logits, y) if rows is None else (source_logits[rows], y[rows])
+    indices = top_source_classes(probs.softmax(1), labels, classes, top)
+    return indices, *_standardise(source_logits[:, indices])
 
 
 def _padded(per_fold: list[torch.Tensor]) -> torch.Tensor:
