@@ -37,14 +37,13 @@ DEFAULT_DATA = [SHARED / "hymenoptera_data", SHARED / "flowers12"]
 PROBE_C = [10.0 ** (e / 2) for e in range(-8, 5)]  # the probe's grid: C 1e-4 .. 100 in half-decades
 
 
-def probe(data: str, backbone: str) -> dict:
-    """The baseline on the cached features of `strategy=frozen` (built here when missing)."""
+def frozen_features(data: str, backbone: str):
+    """(model, cached features) of `strategy=frozen` on `data` with `backbone`: the features are built and cached
+    when missing, exactly as a run would."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from sklearn.linear_model import LogisticRegressionCV
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from hydra.utils import instantiate
+    from lightning import Trainer
 
     from transferlab.config import register_resolvers
     from transferlab.tasks.train import build_model, cached_features
@@ -54,19 +53,31 @@ def probe(data: str, backbone: str) -> dict:
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["dataset=folder", f"dataset.root={data}", f"backbone={backbone}",
                                           "strategy=frozen", f"paths.root_dir={ROOT}"])
-    from hydra.utils import instantiate
-    from lightning import Trainer
-
     images = instantiate(cfg.dataset)
     images.prepare_data()
     model = build_model(cfg, images.class_names, images.input_overrides)
     images.set_input_spec(model.input_spec)
-    features = cached_features(cfg, model, images, Trainer(accelerator="cpu", logger=False))
+    return model, cached_features(cfg, model, images, Trainer(accelerator="cpu", logger=False))
+
+
+def probe_classifier(tol: float = 1e-4):
+    """The baseline: standardised features, LogisticRegressionCV over PROBE_C, 5 stratified folds (seed 0),
+    scikit-learn's default tolerance."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegressionCV(
+        Cs=PROBE_C, cv=StratifiedKFold(5, shuffle=True, random_state=0), max_iter=5000, scoring="accuracy", tol=tol))
+
+
+def probe(data: str, backbone: str) -> dict:
+    """The baseline on the cached features of `strategy=frozen` (built here when missing)."""
+    _, features = frozen_features(data, backbone)
     x, y = features.train_features[0].numpy(), features.train_labels.numpy()
     start = time.perf_counter()
-    clf = make_pipeline(StandardScaler(), LogisticRegressionCV(
-        Cs=PROBE_C, cv=StratifiedKFold(5, shuffle=True, random_state=0), max_iter=5000, scoring="accuracy"))
-    clf.fit(x, y)
+    clf = probe_classifier().fit(x, y)
     seconds = time.perf_counter() - start
     acc = float((clf.predict(features.val_features.numpy()) == features.val_labels.numpy()).mean())
     return {"val_acc": acc, "fit_s": round(seconds, 2), "C": float(clf[-1].C_[0]),

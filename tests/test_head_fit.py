@@ -61,6 +61,17 @@ def test_views_of_one_image_never_straddle_folds():
     assert grouped.cv_accuracy < 0.75
 
 
+def test_one_row_per_image_cross_validates_on_the_probes_folds():
+    """A run passes each row's image as its group; with one view per image the folds are the plain stratified
+    ones (scikit-learn's StratifiedKFold, as the benchmark's probe uses), not a group splitter's other split."""
+    x, y = _data(seed=2)
+    grid = [1e-3, 1e-2, 1e-1, 1.0]
+    per_image = fit_linear_head(x, y, classes=3, l2=grid, groups=torch.arange(len(y)))
+    plain = fit_linear_head(x, y, classes=3, l2=grid)
+    assert per_image.cv_scores == plain.cv_scores
+    assert torch.equal(per_image.weight, plain.weight)
+
+
 def test_too_few_images_per_class_skip_cross_validation():
     x, y = _data(n=40)
     y[:] = 0

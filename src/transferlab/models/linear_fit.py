@@ -19,7 +19,8 @@ is always one `nn.Linear` on the features (a linear map of a linear map), so che
 Why not scikit-learn's `LogisticRegressionCV` (the benchmark's baseline): the same model, but its fits start
 over for every fold and strength, which costs 2-20 s on 1280 features; here each fold walks the strengths from
 strong to weak, warm-starting each fit from the previous solution, so the whole search costs about one cold
-fit, runs on the model's device, and its result is the head's own `nn.Linear` parameters.
+fit, runs on the model's device, and its result is the head's own `nn.Linear` parameters. The final fit on all
+rows starts from the folds' mean solution at the chosen strength (as `LogisticRegressionCV`'s refit does).
 """
 
 from __future__ import annotations
@@ -114,28 +115,33 @@ def _solve(z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, classes: int, l
     problems, _, dim = z.shape
     w = init[0].clone() if init else z.new_zeros(problems, classes, dim)
     b = init[1].clone() if init else z.new_zeros(problems, classes)
-    w.requires_grad_(True)
-    b.requires_grad_(True)
-    weights = mask / mask.sum(1, keepdim=True)  # each problem's mean over its own rows
+    weights = (mask / mask.sum(1, keepdim=True))[..., None]  # each problem's mean over its own rows
     target = y.expand(problems, -1)[..., None]
+    onehot = F.one_hot(y, classes).to(z)
     optimizer = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-4,
                                   tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        logits = torch.baddbmm(b[:, None, :], z, w.transpose(1, 2))
-        nll = -logits.log_softmax(2).gather(2, target).squeeze(2)
+        # The softmax cross-entropy gradient written out, not autograd: these problems are small enough that
+        # autograd's bookkeeping and log_softmax over a 2-20-wide last dimension dominate each evaluation
+        # (measured on flowers12's fit: 1.5x faster with 1280 features, 3.4x on the pretrained-logit candidates).
+        logits = torch.baddbmm(b[:, None, :], z, w.transpose(1, 2))  # (problems, N, classes)
+        log_norm = logits.logsumexp(2, keepdim=True)
+        nll = log_norm - logits.gather(2, target)
         loss = (nll * weights).sum() + 0.5 * l2 * w.pow(2).sum()
-        loss.backward()
+        residual = (logits - log_norm).exp_().sub_(onehot).mul_(weights)  # d loss / d logits
+        w.grad = torch.baddbmm(w, residual.transpose(1, 2), z, beta=l2)
+        b.grad = residual.sum(1)
         return loss
 
-    with torch.enable_grad():
-        optimizer.step(closure)
-    return w.detach(), b.detach()
+    optimizer.step(closure)
+    return w, b
 
 
 def _folds(y: np.ndarray, groups: np.ndarray | None, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    if groups is None:
+    """Stratified folds; rows of one group (views of one image) share a fold. StratifiedGroupKFold is only used
+    when some group has several rows: it places groups one by one (0.3 s for 720 images, linear in them)."""
+    if groups is None or len(np.unique(groups)) == len(groups):
         splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
         return list(splitter.split(np.zeros(len(y)), y))
     splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
@@ -190,40 +196,44 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
     # an L2-penalised solution lies in that span (the representer theorem), so with fewer rows than features the
     # problem shrinks to N dimensions, exactly.
     plain = _standardise(x)  # (mean, std, standardised features)
+    span = _row_span(plain[2])  # (coordinates, basis)
     source_logits = source.logits(x) if source is not None and source_classes else None
     tops = [0] + ([int(m) for m in dict.fromkeys(source_classes)] if source_logits is not None and k else [])
     scores: dict[float, float] = {}
     candidates: dict[str, float] = {}
-    cv_accuracy, chosen, chosen_top = None, grid[len(grid) // 2], 0
+    cv_accuracy, chosen, chosen_top, start = None, grid[len(grid) // 2], 0, None
     if k >= 2:
         g_np = None if groups is None else groups.cpu().numpy()
         train_mask = torch.zeros(k, len(y), dtype=x.dtype, device=x.device)
         for f, (train_idx, _) in enumerate(_folds(y_np, g_np, k, seed)):
             train_mask[f, torch.as_tensor(train_idx, device=x.device)] = 1.0
-        results = _cross_validate(_row_span(plain[2])[0].expand(k, -1, -1), y, train_mask, grid, classes, max_iter)
+        results = _cross_validate(span[0].expand(k, -1, -1), y, train_mask, grid, classes, max_iter)
+        fold_solutions = results[0][2]
         if len(tops) > 1:  # every fold of every mapping in one batched problem: they are small (m x classes wide)
             # the mapping is part of the fit: chosen inside each fold from its training rows only
             mapped = _padded([_source_inputs(source_logits, top, y, classes, mask.bool())[3]
                               for top in tops[1:] for mask in train_mask])
             results += _cross_validate(mapped, y, train_mask.repeat(len(tops) - 1, 1), grid, classes, max_iter, k)
         best_key = None
-        for top, (accuracy, loss) in zip(tops, results, strict=True):
+        for top, (accuracy, loss, _) in zip(tops, results, strict=True):
             # best accuracy; then lowest log-loss; then the stronger penalty (the larger l2)
             key, v = max(((round(accuracy[v], 9), -round(loss[v], 6)), v) for v in accuracy)
             candidates["features" if top == 0 else f"source top {top}"] = accuracy[v]
             if best_key is None or key > best_key:  # ties keep the earlier candidate: the features first
                 best_key, chosen, chosen_top, scores, cv_accuracy = key, v, top, accuracy, accuracy[v]
+        if not chosen_top:  # the folds' mean solution at that strength: the refit starts next to its optimum
+            start = tuple(t.mean(0, keepdim=True) for t in fold_solutions[chosen])
     if chosen_top:
         indices, mean, std, z = _source_inputs(source_logits, chosen_top, y, classes)
+        coords, basis = _row_span(z)
     else:
-        indices, (mean, std, z) = None, plain
-    coords, basis = _row_span(z)
-    solution = None
+        indices, (mean, std, z), (coords, basis) = None, plain, span
     everything = torch.ones(1, len(y), dtype=x.dtype, device=x.device)
-    for v in grid:  # the same warm-started path, on all rows, down to the chosen strength
+    # on all rows; from the folds' mean (as LogisticRegressionCV's refit), else down the warm-started path
+    path = [chosen] if start is not None else grid[:grid.index(chosen) + 1]
+    solution = start
+    for v in path:
         solution = _solve(coords[None], y, everything, classes, v, solution, max_iter)
-        if v == chosen:
-            break
     w, b = solution[0][0] @ basis.T, solution[1][0]
     train_accuracy = float(((z @ w.T + b).argmax(1) == y).float().mean())
     coefficients = w / std  # fold the standardisation into the layer: W z + b = (W / std) u + (b - (W / std) mean)
@@ -257,10 +267,10 @@ def _padded(per_fold: list[torch.Tensor]) -> torch.Tensor:
 
 def _cross_validate(folds_z: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor, grid: list[float],
                     classes: int, max_iter: int, block: int | None = None,
-                    patience: int = 3) -> list[tuple[dict, dict]]:
+                    patience: int = 3) -> list[tuple[dict, dict, dict]]:
     """For each block of `block` problems (default: all of them; one block = one candidate's folds): the mean
-    held-out accuracy and the summed held-out log-loss of every strength tried. The problems are independent in
-    one batched objective: each L-BFGS step serves all of them.
+    held-out accuracy, the summed held-out log-loss and the block's solutions (weights, biases) of every strength
+    tried. The problems are independent in one batched objective: each L-BFGS step serves all of them.
 
     The path goes from strong to weak penalties and stops once no block's held-out log-loss has improved for
     `patience` strengths (1.5 decades on the default grid): past its minimum the held-out loss only grows, the
@@ -269,17 +279,18 @@ def _cross_validate(folds_z: torch.Tensor, y: torch.Tensor, train_mask: torch.Te
     block = block or problems
     held_out = (1.0 - train_mask).reshape(-1, block, len(y))
     solution = None
-    results = [({}, {}) for _ in range(problems // block)]
+    results = [({}, {}, {}) for _ in range(problems // block)]
     best: list[tuple] = [(float("inf"), -1)] * len(results)  # (lowest held-out loss, index of its strength)
     for i, v in enumerate(grid):
         solution = _solve(folds_z, y, train_mask, classes, v, solution, max_iter)
         logits = torch.baddbmm(solution[1][:, None, :], folds_z, solution[0].transpose(1, 2))
         correct = (logits.argmax(2) == y).float().reshape(-1, block, len(y))
-        nll = -logits.log_softmax(2).gather(2, y.expand(problems, -1)[..., None]).squeeze(2)
+        nll = logits.logsumexp(2) - logits.gather(2, y.expand(problems, -1)[..., None]).squeeze(2)
         nll = nll.reshape(-1, block, len(y))
-        for b, (accuracy, loss) in enumerate(results):
+        for b, (accuracy, loss, solutions) in enumerate(results):
             accuracy[v] = float((correct[b] * held_out[b]).sum()) / len(y)
             loss[v] = float((nll[b] * held_out[b]).sum())
+            solutions[v] = tuple(t[b * block:(b + 1) * block] for t in solution)
             if loss[v] < best[b][0]:
                 best[b] = (loss[v], i)
         if all(i - at >= patience for _, at in best):
