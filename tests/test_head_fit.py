@@ -181,6 +181,8 @@ def test_lpft_fine_tunes_from_the_fitted_head_and_a_resumed_run_does_not_refit(t
     expected = fit_linear_head(data["train"][0], data["train_labels"], classes=2, groups=torch.arange(24))
     assert expected.l2 == first["head_fit"]["l2"]
     assert torch.allclose(start.weight, expected.weight)  # phase 2 began at the phase-1 solution
+    before = ((data["val"] @ expected.weight.T + expected.bias).argmax(1) == data["val_labels"]).float().mean()
+    assert first["head_fit"]["val_accuracy"] == pytest.approx(float(before))  # what fine-tuning had to beat
     assert first["trainable_params"] == first["total_params"]  # then the whole network trained
 
     def refit(*args, **kwargs):

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics import MaxMetric
 
-from transferlab.callbacks.summary import RunSummary
+from transferlab.callbacks.summary import RunSummary, _head_fit_lines
 
 SUMMARY_KEYS = {"status", "val/acc_best", "best_epoch", "val/loss", "epochs", "wall_time_s", "train_images_per_s",
                 "train_phase_s", "train_phase_images_per_s", "trainable_params", "total_params", "classes",
@@ -104,3 +104,13 @@ def test_the_summary_records_seed_versions_and_the_code_commit(tmp_path):
     assert written["versions"]["lightning"] == L.__version__
     assert written["git"] is None or len(written["git"]["commit"]) == 40
     assert written["device"] == "cpu" and written["precision"] == "32-true"
+
+
+def test_an_lpft_run_says_when_fine_tuning_never_beat_its_fitted_head():
+    report = {"cv_accuracy": 0.9, "inputs": "features", "l2": 0.01, "candidates": {"features": 0.9},
+              "val_accuracy": 0.96}
+    worse, better = _head_fit_lines(report, 0.95), _head_fit_lines(report, 0.97)
+    assert worse[-1].startswith("Fitted head before fine-tuning: val acc 0.9600") and "never beat it" in worse[-1]
+    assert better[-1] == "Fitted head before fine-tuning: val acc 0.9600"
+    frozen = {k: v for k, v in report.items() if k != "val_accuracy"}  # the fit is the run: nothing to compare
+    assert [line.split(":")[0] for line in _head_fit_lines(frozen, 0.96)] == ["Head fit"]

@@ -143,7 +143,7 @@ class RunSummary(L.Callback):
                 "",
                 f"Training complete in {s['wall_time_s'] // 60:.0f}m {s['wall_time_s'] % 60:.0f}s",
                 f"Best val acc: {best} (epoch {s['best_epoch']})",
-                *_head_fit_lines(s["head_fit"]),
+                *_head_fit_lines(s["head_fit"], s["val/acc_best"]),
                 f"Trainable params: {s['trainable_params']:,} of {s['total_params']:,}",
                 f"Best checkpoint: {s['best_checkpoint']}",
                 f"Last checkpoint: {s['last_checkpoint']}",
@@ -153,15 +153,24 @@ class RunSummary(L.Callback):
             atomic_write_json(os.path.join(trainer.default_root_dir, self.filename), s)
 
 
-def _head_fit_lines(report: dict | None) -> list[str]:
-    """What the head fit chose, and the cross-validated accuracy of each candidate input (training images only)."""
-    if not report or report.get("cv_accuracy") is None:
+def _head_fit_lines(report: dict | None, best: float | None) -> list[str]:
+    """What the head fit chose, and the cross-validated accuracy of each candidate input (training images only);
+    for a fit that fine-tuning followed (lpft), the fitted head's own val accuracy, and whether fine-tuning beat it."""
+    if not report:
         return []
-    inputs = report.get("inputs", "features")
-    if report.get("source_names"):
-        inputs += f" (pretrained classes: {', '.join(report['source_names'])})"
-    tried = ", ".join(f"{k} {v:.4f}" for k, v in (report.get("candidates") or {}).items())
-    return [f"Head fit: {inputs}, l2 {report['l2']:g}; cross-validated accuracy on train: {tried}"]
+    lines = []
+    if report.get("cv_accuracy") is not None:
+        inputs = report.get("inputs", "features")
+        if report.get("source_names"):
+            inputs += f" (pretrained classes: {', '.join(report['source_names'])})"
+        tried = ", ".join(f"{k} {v:.4f}" for k, v in (report.get("candidates") or {}).items())
+        lines.append(f"Head fit: {inputs}, l2 {report['l2']:g}; cross-validated accuracy on train: {tried}")
+    before = report.get("val_accuracy")
+    if before is not None:
+        verdict = ("" if best is None or best > before else
+                   " - fine-tuning never beat it: strategy=frozen gives this head alone, in seconds")
+        lines.append(f"Fitted head before fine-tuning: val acc {before:.4f}{verdict}")
+    return lines
 
 
 def _logged(trainer: L.Trainer, key: str) -> float | None:
