@@ -215,10 +215,15 @@ def main() -> None:
                 results.append({**base, "arm": arm, "runs": runs})
             mark_finetune_best([r for r in results if r["data"] == base["data"] and r["backbone"] == backbone])
 
-    out = ROOT / "bench" / "results" / f"accuracy-{stamp}"
+    write_results(f"accuracy-{stamp}", {"argv": sys.argv[1:], "results": results},
+                  table(results, f"python bench/accuracy.py {shlex.join(sys.argv[1:])}"))
+
+
+def write_results(name: str, data: dict, lines: list[str]) -> None:
+    """`bench/results/<name>.json` (the raw figures) and `.md` (the table), and the table on stdout."""
+    out = ROOT / "bench" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"argv": sys.argv[1:], "results": results}, indent=1))
-    lines = table(results, f"python bench/accuracy.py {shlex.join(sys.argv[1:])}")
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"\nwrote {out.with_suffix('.md')} and .json")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shlex
 import statistics
 import sys
@@ -30,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from accuracy import DEFAULT_DATA, ROOT, frozen_features, probe_classifier
+from accuracy import DEFAULT_DATA, frozen_features, probe_classifier, write_results
 
 
 def _accuracy(weight: torch.Tensor, bias: torch.Tensor, features) -> float:
@@ -118,13 +117,8 @@ def main() -> None:
         for backbone in args.backbones.split(","):
             print(f"[head_fit] {Path(data).name} {backbone}", flush=True)
             rows += measure(data, backbone, args.rounds, args.fold_seeds)
-    out = ROOT / "bench" / "results" / f"head_fit-{stamp}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"argv": sys.argv[1:], "rows": rows}, indent=1))
-    lines = table(rows, f"python bench/head_fit.py {shlex.join(sys.argv[1:])}")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"\nwrote {out.with_suffix('.md')} and .json")
+    write_results(f"head_fit-{stamp}", {"argv": sys.argv[1:], "rows": rows},
+                  table(rows, f"python bench/head_fit.py {shlex.join(sys.argv[1:])}"))
 
 
 if __name__ == "__main__":
