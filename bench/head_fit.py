@@ -6,13 +6,13 @@
 For every data folder and backbone, on the cached features of `strategy=frozen` (extracted first when missing),
 alternating `--rounds` times in one process (run it alone: two processes on two cores thrash):
 
-- `head fit`: `fit_linear_head` exactly as a run calls it (the config's `strategy.head_fit`, the pretrained
-  classifier's candidates included);
+- `head fit`: `fit_linear_head` as a run calls it (the config's `strategy.head_fit`, the pretrained classifier's
+  candidates included), on the probe's folds (seed 0; a run draws them with its `seed`);
 - `features only`: the same with `strategy.head_fit.source_classes=[]`;
 - `probe`: scikit-learn's `LogisticRegressionCV` as `bench/accuracy.py` runs it (its default tolerance), and once,
   untimed, its refit at the C it chose converged to tol 1e-8 (was the probe's edge its own early stop?);
-- untimed, `head fit` again with the cross-validation's folds drawn from `--fold-seeds` other seeds (a run uses
-  seed 0, the probe's folds): how much of a frozen head's val accuracy is the luck of one split.
+- untimed, `head fit` again with the cross-validation's folds drawn from seeds 1..`--fold-seeds` (the timed fits
+  use seed 0, the probe's folds): how much of a frozen head's val accuracy is the luck of one split.
 
 Writes `bench/results/head_fit-<stamp>.md` and `.json`: each arm's seconds (min and median over the rounds), the
 val accuracy and what the fit chose. A script, not a test.

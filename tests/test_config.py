@@ -204,7 +204,8 @@ def test_strategy_train_is_exactly_what_its_option_says(tmp_path, option):
     assert OmegaConf.to_container(cfg.strategy.train) == stated["train"]
     if option == "frozen":
         assert set(cfg.strategy.train) == {"head"}  # a frozen strategy that trained the backbone: a disaster
-        assert strategy_from_config(OmegaConf.to_container(cfg.strategy)).backbone_always_frozen([["blocks"]])
+        strategy = strategy_from_config(OmegaConf.to_container(cfg.strategy, resolve=True))
+        assert strategy.backbone_always_frozen([["blocks"]])
 
 
 def test_schema_train_default_is_empty():

@@ -178,7 +178,8 @@ def test_lpft_fine_tunes_from_the_fitted_head_and_a_resumed_run_does_not_refit(t
     first = train(compose_config(tmp_path, overrides), extra_callbacks=[start])
     (cache,) = (tmp_path / "cache" / "features").glob("*.pt")  # phase 1's features, shared with strategy=frozen
     data = load_features(cache)
-    expected = fit_linear_head(data["train"][0], data["train_labels"], classes=2, groups=torch.arange(24))
+    expected = fit_linear_head(data["train"][0], data["train_labels"], classes=2, groups=torch.arange(24),
+                               seed=first["seed"])  # the run's seed draws the CV folds
     assert expected.l2 == first["head_fit"]["l2"]
     assert torch.allclose(start.weight, expected.weight)  # phase 2 began at the phase-1 solution
     before = ((data["val"] @ expected.weight.T + expected.bias).argmax(1) == data["val_labels"]).float().mean()
@@ -199,3 +200,20 @@ def test_a_head_fit_uses_every_training_row_whatever_limit_train_batches_says(tm
 
     cfg = compose_config(tmp_path, shrink(tiny_folder, strategy="frozen", **{"trainer.limit_train_batches": 0.25}))
     assert train(cfg)["head_fit"]["rows"] == 24  # all of them (a quarter of one full batch would be an error)
+
+
+def test_the_runs_seed_draws_the_cross_validation_folds(tmp_path, tiny_folder, monkeypatch):
+    """`seed=1,2,3` must vary a frozen head's CV split too, or `frozen` shows no spread over seeds at all."""
+    from transferlab.models import classifier
+    from transferlab.tasks.train import train
+
+    seeds = []
+
+    def recording(*args, **kwargs):
+        seeds.append(kwargs["seed"])
+        return fit_linear_head(*args, **kwargs)
+
+    monkeypatch.setattr(classifier, "fit_linear_head", recording)
+    for seed in (7, 8):
+        train(compose_config(tmp_path / str(seed), shrink(tiny_folder, strategy="frozen", seed=seed)))
+    assert seeds == [7, 8]

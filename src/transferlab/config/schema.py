@@ -48,6 +48,8 @@ class HeadFitConfig:
     # the logits of the m pretrained classes most probable on each class's training images. The cross-validation
     # picks among them and the features; [] = the features only.
     source_classes: list[int] = field(default_factory=lambda: [1, 5])
+    # The cross-validation folds' seed: the run's, so `seed=1,2,3` shows how much the choice depends on the split
+    seed: int = "${seed}"  # type: ignore[assignment]
 
 
 @dataclass

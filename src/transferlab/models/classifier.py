@@ -193,7 +193,8 @@ class TransferClassifier(L.LightningModule):
         fit = fit_linear_head(features.to(self.device), labels.to(self.device), len(self.class_names),
                               l2=settings["l2"], folds=settings["folds"], max_iter=settings["max_iter"],
                               groups=None if groups is None else groups.to(self.device),
-                              source=self.source_head, source_classes=settings.get("source_classes") or ())
+                              source=self.source_head, source_classes=settings.get("source_classes") or (),
+                              seed=settings.get("seed", 0))
         fit.load_into(self.head)
         self._fit_objective = (fit.l2, fit.scale, fit.basis)
         images = len(labels) if groups is None else groups.unique().numel()

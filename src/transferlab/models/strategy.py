@@ -155,15 +155,17 @@ def head_fit_settings(raw: Mapping) -> dict:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"Unknown strategy.head_fit key(s) {unknown}; known keys: {sorted(known)}.")
-    settings = {**asdict(HeadFitConfig()), **raw}
+    # a strategy saved before `seed` existed was fitted on the folds of seed 0
+    settings = {**asdict(HeadFitConfig()), "seed": 0, **raw}
     l2 = settings["l2"]
     if (not isinstance(l2, list | tuple) or not l2
             or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in l2)):
         raise ValueError(f"strategy.head_fit.l2={l2!r:.200}: expected a non-empty list of positive numbers.")
-    for key in ("folds", "max_iter"):
+    for key, least in (("folds", 1), ("max_iter", 1), ("seed", 0)):
         value = settings[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"strategy.head_fit.{key}={value!r:.200}: expected a positive whole number.")
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            kind = "a positive whole number" if least else "a whole number >= 0"
+            raise ValueError(f"strategy.head_fit.{key}={value!r:.200}: expected {kind}.")
     if not isinstance(settings["enabled"], bool):
         raise ValueError(f"strategy.head_fit.enabled={settings['enabled']!r:.200}: expected true or false.")
     tops = settings["source_classes"]
@@ -172,4 +174,4 @@ def head_fit_settings(raw: Mapping) -> dict:
         raise ValueError(f"strategy.head_fit.source_classes={tops!r:.200}: expected a list of whole numbers >= 1 "
                          "(or [] for the features only).")
     return {"enabled": settings["enabled"], "l2": [float(v) for v in l2], "folds": settings["folds"],
-            "max_iter": settings["max_iter"], "source_classes": [int(v) for v in tops]}
+            "max_iter": settings["max_iter"], "source_classes": [int(v) for v in tops], "seed": settings["seed"]}
