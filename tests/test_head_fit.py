@@ -217,3 +217,14 @@ def test_the_runs_seed_draws_the_cross_validation_folds(tmp_path, tiny_folder, m
     for seed in (7, 8):
         train(compose_config(tmp_path / str(seed), shrink(tiny_folder, strategy="frozen", seed=seed)))
     assert seeds == [7, 8]
+
+
+def test_a_checkpoints_head_fit_report_is_data_checked_before_it_is_kept():
+    from transferlab.models.classifier import head_fit_report_from
+
+    report = {"l2": 0.01, "cv_accuracy": 0.9, "val_accuracy": 0.95, "candidates": {"features": 0.9},
+              "source_names": ["bee", "ant"], "inputs": "source top 1"}
+    assert head_fit_report_from(report) == report and head_fit_report_from(None) is None
+    for damaged in ({**report, "l2": "0.01"}, {**report, "candidates": {"features": [0.9]}},
+                    {**report, "source_names": [309]}, ["l2", 0.01]):
+        assert head_fit_report_from(damaged) is None  # dropped: the summary never prints it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,8 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
 # A checkpoint's "transferlab" entry and an export's metadata: these keys, plus the version of their layout.
+log = logging.getLogger(__name__)
+
 DESCRIPTION_VERSION = 2
 DESCRIPTION_KEYS = ("backbone", "head", "strategy", "class_names", "input_spec")
 
@@ -314,5 +317,26 @@ class TransferClassifier(L.LightningModule):
             checkpoint["head_fit"] = self.head_fit_report  # lpft: resuming past it skips the fit (tasks/train)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        report = checkpoint.get("head_fit")
-        self.head_fit_report = dict(report) if isinstance(report, dict) else None
+        self.head_fit_report = head_fit_report_from(checkpoint.get("head_fit"))
+
+
+def head_fit_report_from(raw: Any) -> dict[str, Any] | None:
+    """A checkpoint's `head_fit` report is data read from disk and printed at the end of the run: its figures
+    must be numbers and its names strings. One that is not is dropped with a warning (a frozen run then fits
+    again; an lpft run goes on fine-tuning) rather than failing the run when it prints its summary."""
+    if raw is None:
+        return None
+
+    def number(value: Any) -> bool:
+        return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+    candidates = raw.get("candidates") or {} if isinstance(raw, dict) else None
+    plain = (isinstance(raw, dict)
+             and all(number(raw.get(key)) for key in ("l2", "cv_accuracy", "val_accuracy", "seconds"))
+             and isinstance(candidates, dict)
+             and all(isinstance(k, str) and number(v) for k, v in candidates.items())
+             and all(isinstance(name, str) for name in (raw.get("source_names") or [])))
+    if not plain:
+        log.warning("The checkpoint's head_fit report is not plain figures (%.120r); ignored.", raw)
+        return None
+    return dict(raw)

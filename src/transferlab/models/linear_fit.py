@@ -135,6 +135,7 @@ def _solve(z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, classes: int, l
         return loss
 
     optimizer.step(closure)
+    w.grad = b.grad = None  # the solutions are kept per strength (_cross_validate): not their last gradients
     return w, b
 
 
