@@ -19,6 +19,8 @@ from transferlab.config.checks import ConfigValueError, check_train_config
     ("dataset.val_fraction=1.5", "dataset.val_fraction"),
     ("dataset.val_fraction=0", "dataset.val_fraction"),
     ("trainer.accelerator=cpu trainer.precision=16-mixed", "trainer.precision"),
+    ("strategy=lpft strategy.head_fit.max_logit_std=0", "strategy.head_fit.max_logit_std"),
+    ("strategy=lpft strategy.head_fit.max_logit_std=-1.0", "strategy.head_fit.max_logit_std"),
 ])
 def test_out_of_range_values_are_refused_naming_the_key(tmp_path, override, key):
     cfg = compose_config(tmp_path, override.split())

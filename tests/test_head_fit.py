@@ -172,7 +172,8 @@ def test_lpft_fine_tunes_from_the_fitted_head_and_a_resumed_run_does_not_refit(t
     from transferlab.tasks.train import train
 
     settings = {"paths.cache_dir": tmp_path / "cache", "callbacks.early_stopping": "null", "trainer.max_epochs": 1,
-                "strategy.head_fit.source_classes": "[]"}  # the features only, as `expected` below
+                "strategy.head_fit.source_classes": "[]",  # the features only, as `expected` below
+                "strategy.head_fit.max_logit_std": 0.05}  # below any fitted head's spread: it is tempered
     overrides = shrink(tiny_folder, backbone="efficientnet_lite0", strategy="lpft", **settings)
     start = _HeadAtStart()
     first = train(compose_config(tmp_path, overrides), extra_callbacks=[start])
@@ -181,7 +182,10 @@ def test_lpft_fine_tunes_from_the_fitted_head_and_a_resumed_run_does_not_refit(t
     expected = fit_linear_head(data["train"][0], data["train_labels"], classes=2, groups=torch.arange(24),
                                seed=first["seed"])  # the run's seed draws the CV folds
     assert expected.l2 == first["head_fit"]["l2"]
-    assert torch.allclose(start.weight, expected.weight)  # phase 2 began at the phase-1 solution
+    # phase 2 began at the phase-1 solution, tempered (divided by one factor) to logit std head_fit.max_logit_std
+    tempered, temperature = expected.tempered(data["train"][0], 0.05)
+    assert temperature > 1 and first["head_fit"]["temperature"] == pytest.approx(temperature, rel=1e-4)
+    assert torch.allclose(start.weight, tempered.weight, rtol=1e-4, atol=1e-6)
     before = ((data["val"] @ expected.weight.T + expected.bias).argmax(1) == data["val_labels"]).float().mean()
     assert first["head_fit"]["val_accuracy"] == pytest.approx(float(before))  # what fine-tuning had to beat
     assert first["trainable_params"] == first["total_params"]  # then the whole network trained
@@ -193,6 +197,27 @@ def test_lpft_fine_tunes_from_the_fitted_head_and_a_resumed_run_does_not_refit(t
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     resumed = train(compose_config(tmp_path, [*overrides, "trainer.max_epochs=2", f"ckpt_path={last}"]))
     assert resumed["epochs"] == 2 and resumed["head_fit"] == first["head_fit"]
+
+
+def test_a_tempered_head_predicts_as_fitted_with_its_logit_spread_capped():
+    x, y = _data()
+    fit = fit_linear_head(x, y, classes=3)
+    spread = float((x @ fit.weight.T + fit.bias).std())
+    tempered, temperature = fit.tempered(x, spread / 4)
+    logits, tempered_logits = (x @ f.weight.T + f.bias for f in (fit, tempered))
+    assert float(tempered_logits.std()) == pytest.approx(spread / 4, rel=1e-4)
+    assert torch.equal(tempered_logits.argmax(1), logits.argmax(1))  # every prediction as it was
+    assert temperature == pytest.approx(4.0, rel=1e-4)
+    unchanged, temperature = fit.tempered(x, spread * 2)  # a cap, not a target: a calmer head is left as it is
+    assert temperature == 1.0 and torch.equal(unchanged.weight, fit.weight)
+
+
+def test_a_head_that_is_never_fine_tuned_is_not_tempered(tmp_path, tiny_folder):
+    from transferlab.tasks.train import train
+
+    cfg = compose_config(tmp_path, shrink(tiny_folder, strategy="frozen", **{"strategy.head_fit.max_logit_std": 1}))
+    with pytest.raises(ConfigValueError, match=r"^strategy.head_fit.max_logit_std=1.0: .*Drop strategy.head_fit"):
+        train(cfg)
 
 
 def test_a_head_fit_uses_every_training_row_whatever_limit_train_batches_says(tmp_path, tiny_folder):

@@ -112,5 +112,7 @@ def test_an_lpft_run_says_when_fine_tuning_never_beat_its_fitted_head():
     worse, better = _head_fit_lines(report, 0.95), _head_fit_lines(report, 0.97)
     assert worse[-1].startswith("Fitted head before fine-tuning: val acc 0.9600") and "never beat it" in worse[-1]
     assert better[-1] == "Fitted head before fine-tuning: val acc 0.9600"
+    tempered = _head_fit_lines({**report, "temperature": 4.5867}, 0.97)
+    assert tempered[-1] == "Fitted head before fine-tuning: val acc 0.9600 (fine-tuned from it divided by 4.59)"
     frozen = {k: v for k, v in report.items() if k != "val_accuracy"}  # the fit is the run: nothing to compare
     assert [line.split(":")[0] for line in _head_fit_lines(frozen, 0.96)] == ["Head fit"]

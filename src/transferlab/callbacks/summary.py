@@ -169,7 +169,9 @@ def _head_fit_lines(report: dict | None, best: float | None) -> list[str]:
     if before is not None:
         verdict = ("" if best is None or best > before else
                    " - fine-tuning never beat it: strategy=frozen gives this head alone, in seconds")
-        lines.append(f"Fitted head before fine-tuning: val acc {before:.4f}{verdict}")
+        temperature = report.get("temperature") or 1.0
+        tempered = "" if temperature == 1.0 else f" (fine-tuned from it divided by {temperature:.2f})"
+        lines.append(f"Fitted head before fine-tuning: val acc {before:.4f}{tempered}{verdict}")
     return lines
 
 

@@ -50,6 +50,12 @@ class HeadFitConfig:
     source_classes: list[int] = field(default_factory=lambda: [1, 5])
     # The cross-validation folds' seed: the run's, so `seed=1,2,3` shows how much the choice depends on the split
     seed: int = "${seed}"  # type: ignore[assignment]
+    # For a head that is fine-tuned afterwards (lpft): when its logits on the training features spread more than
+    # this (their standard deviation), divide it by the one factor that brings them to it; its predictions are
+    # unchanged. A head fitted to separable features is sure of every training image (flowers12, Lite0: logit std
+    # 4.6, a random head's 0.2), so each augmented view it gets wrong sends a gradient that large into the
+    # backbone. null: the head as fitted (frozen always).
+    max_logit_std: float | None = None
 
 
 @dataclass
@@ -68,8 +74,9 @@ class StrategyConfig:
     unfreeze_at: int | None = None  # backbone rules only take effect from this epoch on (see gradual)
     pretrained: bool = True  # false: same architecture, random init (see scratch)
     freeze_bn: bool = True  # BatchNorm layers of frozen parts stay in eval mode
-    # every BatchNorm keeps its pretrained running statistics, also where its weights train (lpft: the fitted
-    # head keeps seeing the features it was fitted on; small or augmented batches do not drag the statistics)
+    # every BatchNorm keeps its pretrained running statistics, also where its weights train (a fitted head keeps
+    # seeing the features it was fitted on; small or augmented batches do not drag the statistics). Only at a low
+    # learning rate: at finetune's, the activations leave the range the frozen statistics normalise (README)
     keep_bn_stats: bool = False
     # Fit the head on cached features first (frozen: that is the whole training; lpft: then fine-tune from it)
     head_fit: HeadFitConfig = field(default_factory=HeadFitConfig)

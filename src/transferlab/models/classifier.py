@@ -15,6 +15,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
+from transferlab.config.checks import ConfigValueError
 from transferlab.data.input_spec import InputSpec
 from transferlab.models.backbones import create_backbone, source_class_names
 from transferlab.models.heads import create_head
@@ -113,6 +114,11 @@ class TransferClassifier(L.LightningModule):
         if self.strategy.fits_head:
             linear_layer(self.head)  # a head fit needs a linear head: say so now, not after feature extraction
         self.fits_head_only = self.strategy.fits_head and self.strategy.backbone_always_frozen(self.stages)
+        if self.fits_head_only and self.strategy.head_fit.get("max_logit_std") is not None:
+            raise ConfigValueError(
+                f"strategy.head_fit.max_logit_std={self.strategy.head_fit['max_logit_std']}: it tempers a head that "
+                f"is fine-tuned afterwards (strategy=lpft); strategy={self.strategy.name} never trains its backbone, "
+                "so it would only flatten the head's probabilities. Drop strategy.head_fit.max_logit_std.")
         self.automatic_optimization = not self.fits_head_only
         self.head_fit_report: dict[str, Any] | None = None  # set by fit_head, kept in checkpoints
         self._fit_objective: tuple | None = None  # (l2, input scale, basis) of the last fit (penalised_loss)
@@ -193,18 +199,22 @@ class TransferClassifier(L.LightningModule):
         training features only (`strategy.head_fit`); returns and keeps the report (chosen strength, CV accuracy)."""
         settings = self.strategy.head_fit
         start = time.perf_counter()
-        fit = fit_linear_head(features.to(self.device), labels.to(self.device), len(self.class_names),
+        features = features.to(self.device)
+        fit = fit_linear_head(features, labels.to(self.device), len(self.class_names),
                               l2=settings["l2"], folds=settings["folds"], max_iter=settings["max_iter"],
                               groups=None if groups is None else groups.to(self.device),
                               source=self.source_head, source_classes=settings.get("source_classes") or (),
                               seed=settings.get("seed", 0))
+        temperature = None
+        if settings.get("max_logit_std") is not None:  # lpft: a fitted head that will be fine-tuned (schema: why)
+            fit, temperature = fit.tempered(features, settings["max_logit_std"])
         fit.load_into(self.head)
         self._fit_objective = (fit.l2, fit.scale, fit.basis)
         images = len(labels) if groups is None else groups.unique().numel()
         names = None if fit.source_classes is None else source_class_names(fit.source_classes,
                                                                             len(self.source_head.bias))
         self.head_fit_report = {**fit.report(), "source_names": names, "images": int(images), "rows": int(len(labels)),
-                                "seconds": round(time.perf_counter() - start, 3)}
+                                "temperature": temperature, "seconds": round(time.perf_counter() - start, 3)}
         return self.head_fit_report
 
     def parameter_counts(self) -> tuple[int, int]:
@@ -332,7 +342,7 @@ def head_fit_report_from(raw: Any) -> dict[str, Any] | None:
 
     candidates = raw.get("candidates") or {} if isinstance(raw, dict) else None
     plain = (isinstance(raw, dict)
-             and all(number(raw.get(key)) for key in ("l2", "cv_accuracy", "val_accuracy", "seconds"))
+             and all(number(raw.get(key)) for key in ("l2", "cv_accuracy", "val_accuracy", "temperature", "seconds"))
              and isinstance(candidates, dict)
              and all(isinstance(k, str) and number(v) for k, v in candidates.items())
              and all(isinstance(name, str) for name in (raw.get("source_names") or [])))

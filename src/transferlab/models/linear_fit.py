@@ -26,7 +26,7 @@ rows starts from the folds' mean solution at the chosen strength (as `LogisticRe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -61,6 +61,15 @@ class LinearFit:
     @property
     def inputs(self) -> str:
         return "features" if self.source_classes is None else f"source top {self.top}"
+
+    def tempered(self, features: torch.Tensor, max_std: float) -> tuple[LinearFit, float]:
+        """This head and its temperature: when its logits on `features` spread more than `max_std` (standard
+        deviation), divided by the factor that brings them to it, else as it is (temperature 1). Dividing weights
+        and bias alike leaves every prediction as it was."""
+        with torch.no_grad():
+            std = float((features @ self.weight.to(features).T + self.bias.to(features)).std())
+        temperature = max(1.0, std / max_std)
+        return replace(self, weight=self.weight / temperature, bias=self.bias / temperature), temperature
 
     def report(self) -> dict:
         return {"l2": self.l2, "cv_accuracy": self.cv_accuracy, "folds": self.folds,

@@ -173,5 +173,10 @@ def head_fit_settings(raw: Mapping) -> dict:
             or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in tops)):
         raise ValueError(f"strategy.head_fit.source_classes={tops!r:.200}: expected a list of whole numbers >= 1 "
                          "(or [] for the features only).")
+    std = settings["max_logit_std"]
+    if std is not None and (not isinstance(std, int | float) or isinstance(std, bool) or not 0 < std < float("inf")):
+        raise ValueError(f"strategy.head_fit.max_logit_std={std!r:.200}: expected a positive number, or null to "
+                         "keep the head as fitted.")
     return {"enabled": settings["enabled"], "l2": [float(v) for v in l2], "folds": settings["folds"],
-            "max_iter": settings["max_iter"], "source_classes": [int(v) for v in tops], "seed": settings["seed"]}
+            "max_iter": settings["max_iter"], "source_classes": [int(v) for v in tops], "seed": settings["seed"],
+            "max_logit_std": None if std is None else float(std)}

@@ -143,9 +143,11 @@ def fit_head_first(cfg: DictConfig, model: TransferClassifier, datamodule, train
     with torch.no_grad():
         logits = model.forward_head(features.val_features.to(model.device, model.dtype))
     report["val_accuracy"] = float((logits.argmax(1).cpu() == features.val_labels).float().mean())
+    tempered = "" if (report.get("temperature") or 1.0) == 1.0 else (
+        f"; divided by {report['temperature']:.2f} to logit std {model.strategy.head_fit['max_logit_std']:g}")
     log.info("Head fitted on cached features in %.1f s: l2 %g, cross-validated accuracy %s (%d folds); val "
-             "accuracy %.4f before fine-tuning", report["seconds"], report["l2"], report["cv_accuracy"],
-             report["folds"], report["val_accuracy"])
+             "accuracy %.4f before fine-tuning%s", report["seconds"], report["l2"], report["cv_accuracy"],
+             report["folds"], report["val_accuracy"], tempered)
 
 
 def find_lr(cfg: DictConfig, model: TransferClassifier, data, trainer: L.Trainer) -> dict[str, Any]:
