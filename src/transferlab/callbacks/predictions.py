@@ -117,6 +117,18 @@ class ValPredictions(L.Callback):
         self.best_rows = _unique_by_index(rows.reshape(-1, 5).cpu())
         self._write(trainer)
 
+    def note_baseline(self, trainer: L.Trainer, acc: float, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Predictions the run starts from (lpft's fitted head on the whole val set, in dataset order;
+        callbacks.head_baseline): written now, and kept until an epoch beats `acc`."""
+        probs = logits.float().softmax(dim=1)
+        preds = probs.argmax(dim=1)
+        indices = torch.arange(len(labels), dtype=torch.float32)
+        p_pred, p_true = probs.gather(1, preds[:, None])[:, 0], probs.gather(1, labels[:, None].long())[:, 0]
+        self._noted_best, self.best_epoch = acc, -1
+        self.best_rows = torch.stack([indices, preds.float(), labels.float(), p_pred, p_true], 1)
+        if trainer.is_global_zero:
+            self._write(trainer)
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.best_rows is not None:
             self._write(trainer)

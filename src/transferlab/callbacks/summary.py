@@ -29,7 +29,8 @@ class RunSummary(L.Callback):
     def __init__(self, filename: str = "summary.json", stop_on_nonfinite_loss: bool = True) -> None:
         self.filename = filename
         self.stop_on_nonfinite_loss = stop_on_nonfinite_loss
-        self.best_epoch = -1  # the epoch whose val/acc first reached the logged val/acc_best
+        # the epoch whose val/acc first reached the logged val/acc_best; -1: none, or lpft's fitted head
+        self.best_epoch = -1
         # The val/acc_best the module had logged when best_epoch was noted: tells an improvement from a tie,
         # including right after a resume (restored with best_epoch), and stands in for val/acc_best when a
         # resumed run validates no more.
@@ -79,6 +80,13 @@ class RunSummary(L.Callback):
             self.history.append({"epoch": trainer.current_epoch, "val_acc": acc, "elapsed_s": round(elapsed, 2)})
         if acc is not None and best is not None and acc == best and best > self._noted_best:
             self._noted_best, self.best_epoch = best, trainer.current_epoch
+
+    def note_baseline(self, acc: float) -> None:
+        """A score the run starts from (lpft's fitted head, callbacks.head_baseline): epoch -1 in the history,
+        and the best until an epoch beats it."""
+        elapsed = self._clock_offset + time.perf_counter() - self.start
+        self.history.append({"epoch": -1, "val_acc": acc, "elapsed_s": round(elapsed, 2)})
+        self._noted_best, self.best_epoch = acc, -1
 
     def best_acc(self, trainer: L.Trainer) -> float | None:
         """The module's val/acc_best as last logged (None before any validation)."""
@@ -142,7 +150,7 @@ class RunSummary(L.Callback):
             "\n".join([
                 "",
                 f"Training complete in {s['wall_time_s'] // 60:.0f}m {s['wall_time_s'] % 60:.0f}s",
-                f"Best val acc: {best} (epoch {s['best_epoch']})",
+                f"Best val acc: {best} ({_best_epoch_name(s)})",
                 *_head_fit_lines(s["head_fit"], s["val/acc_best"]),
                 f"Trainable params: {s['trainable_params']:,} of {s['total_params']:,}",
                 f"Best checkpoint: {s['best_checkpoint']}",
@@ -168,11 +176,18 @@ def _head_fit_lines(report: dict | None, best: float | None) -> list[str]:
     before = report.get("val_accuracy")
     if before is not None:
         verdict = ("" if best is None or best > before else
-                   " - fine-tuning never beat it: strategy=frozen gives this head alone, in seconds")
+                   " - fine-tuning never beat it, so the best checkpoint is this head (strategy=frozen fits it "
+                   "alone, in seconds)")
         temperature = report.get("temperature") or 1.0
         tempered = "" if temperature == 1.0 else f" (fine-tuned from it divided by {temperature:.2f})"
         lines.append(f"Fitted head before fine-tuning: val acc {before:.4f}{tempered}{verdict}")
     return lines
+
+
+def _best_epoch_name(summary: dict) -> str:
+    if summary["best_epoch"] == -1 and (summary.get("head_fit") or {}).get("val_accuracy") is not None:
+        return "the fitted head, before fine-tuning"
+    return f"epoch {summary['best_epoch']}"
 
 
 def _logged(trainer: L.Trainer, key: str) -> float | None:

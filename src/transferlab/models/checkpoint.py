@@ -31,7 +31,8 @@ from transferlab.models.heads import head_params
 from transferlab.models.strategy import Strategy, head_fit_settings
 
 SAFETENSORS_METADATA_KEY = "transferlab"  # JSON with the model description
-_BEST_NAME = re.compile(r"epoch(?P<epoch>\d+)-acc(?P<acc>[0-9.]+?)(?:-v\d+)?\.ckpt$")
+# the best epoch's name, or lpft's fitted head, saved before fine-tuning (callbacks.head_baseline: epoch -1)
+_BEST_NAME = re.compile(r"(?:epoch(?P<epoch>\d+)|head_fit)-acc(?P<acc>[0-9.]+?)(?:-v\d+)?\.ckpt$")
 
 # Format 1 named the project's own factories by Python path; these, and only these, map to registry keys.
 _LEGACY_BACKBONE_TARGETS = {"transferlab.models.create_backbone", "transferlab.models.backbones.create_backbone"}
@@ -46,12 +47,13 @@ class CheckpointError(ValueError):
 
 # --- finding -------------------------------------------------------------------------------------------
 def _best_in(ckpt_dir: Path) -> Path | None:
-    """The best checkpoint by the accuracy in its name (`epochNNN-accX.XXXX.ckpt`), latest epoch on ties."""
+    """The best checkpoint by the accuracy in its name (`epochNNN-accX.XXXX.ckpt`, `head_fit-accX.XXXX.ckpt`),
+    latest epoch on ties."""
     scored = []
-    for path in ckpt_dir.glob("epoch*-acc*.ckpt"):
+    for path in ckpt_dir.glob("*-acc*.ckpt"):
         m = _BEST_NAME.search(path.name)
         if m:
-            scored.append((float(m["acc"].rstrip(".")), int(m["epoch"]), path))
+            scored.append((float(m["acc"].rstrip(".")), int(m["epoch"] or -1), path))
     return max(scored)[2] if scored else None
 
 

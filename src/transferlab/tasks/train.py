@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.callbacks.checkpoint_io import AtomicCheckpointIO
 from transferlab.callbacks.ema import WarmupEMA
+from transferlab.callbacks.head_baseline import FittedHeadBaseline
 from transferlab.callbacks.hparams import log_hparams, run_hparams
 from transferlab.callbacks.interrupt import GracefulInterrupt, RunInterrupted
 from transferlab.callbacks.summary import RunSummary
@@ -132,22 +133,25 @@ def cached_features(cfg: DictConfig, model: TransferClassifier, datamodule, trai
     return data
 
 
-def fit_head_first(cfg: DictConfig, model: TransferClassifier, datamodule, trainer: L.Trainer) -> None:
+def fit_head_first(cfg: DictConfig, model: TransferClassifier, datamodule, trainer: L.Trainer) -> FittedHeadBaseline:
     """LP-FT's first phase: the head fitted to convergence on cached features, before the backbone trains.
-    It leaves no checkpoint of its own: it takes seconds once the features are cached, so an interruption
-    during it reruns it, and a run resumed from any later checkpoint has the fitted head (and its report)."""
+    It takes seconds once the features are cached, so an interruption during it reruns it, and a run resumed
+    from any later checkpoint has the fitted head (and its report). Returns the callback that enters the head's
+    val score as the one fine-tuning has to beat (its checkpoint is saved when fine-tuning starts)."""
     features = cached_features(cfg, model, datamodule, trainer)
     report = model.fit_head(*features.fit_arrays())
     # What fine-tuning has to beat: the fitted head on the cached val features (the run's first validation
     # comes after a fine-tuning epoch). Kept in the report, so summary.json and checkpoints carry it.
     with torch.no_grad():
         logits = model.forward_head(features.val_features.to(model.device, model.dtype))
-    report["val_accuracy"] = float((logits.argmax(1).cpu() == features.val_labels).float().mean())
+    baseline = FittedHeadBaseline(logits, features.val_labels)
+    report["val_accuracy"] = baseline.scores["val/acc"]
     tempered = "" if (report.get("temperature") or 1.0) == 1.0 else (
         f"; divided by {report['temperature']:.2f} to logit std {model.strategy.head_fit['max_logit_std']:g}")
     log.info("Head fitted on cached features in %.1f s: l2 %g, cross-validated accuracy %s (%d folds); val "
              "accuracy %.4f before fine-tuning%s", report["seconds"], report["l2"], report["cv_accuracy"],
              report["folds"], report["val_accuracy"], tempered)
+    return baseline
 
 
 def find_lr(cfg: DictConfig, model: TransferClassifier, data, trainer: L.Trainer) -> dict[str, Any]:
@@ -245,7 +249,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     ckpt_path = cfg.get("ckpt_path")
     resume = readable_checkpoint(resolve_checkpoint(ckpt_path, "last")) if ckpt_path else None
     if model.strategy.fits_head and not model.fits_head_only and resume is None:
-        fit_head_first(cfg, model, datamodule, trainer)
+        trainer.callbacks.append(fit_head_first(cfg, model, datamodule, trainer))
     interrupt = next((c for c in trainer.callbacks if isinstance(c, GracefulInterrupt)), None)
     if interrupt is not None:
         interrupt.resume_command = resume_command(cfg)
