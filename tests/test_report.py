@@ -353,3 +353,13 @@ def test_a_repeat_job_is_reported_as_its_repetitions(tmp_path):
         rows = {r["strategy"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"frozen", "finetune"}
     assert float(rows["frozen"]["val_acc_best_mean"]) == pytest.approx(0.85)
+
+
+def test_a_job_no_better_than_chance_is_flagged_in_the_job_table(tmp_path):
+    sweep = tmp_path / "chance"
+    make_job(sweep, 0, ["optimizer.lr=0.008"], ok(0.95, 10.0, chance_acc=0.54, learned=True))
+    make_job(sweep, 1, ["optimizer.lr=10"], ok(0.54, 10.0, chance_acc=0.54, learned=False))
+    md = (build_report(sweep)["summary.md"]).read_text()
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| 0 ") or
+            line.startswith("| 1 ")}
+    assert "ok: no better than chance" in rows["1"] and "no better than chance" not in rows["0"]

@@ -17,7 +17,7 @@ from transferlab.callbacks.summary import RunSummary, _head_fit_lines
 SUMMARY_KEYS = {"status", "val/acc_best", "best_epoch", "val/loss", "epochs", "wall_time_s", "train_images_per_s",
                 "train_phase_s", "train_phase_images_per_s", "trainable_params", "total_params", "classes",
                 "best_checkpoint", "last_checkpoint", "peak_memory_mb", "device", "precision", "seed", "versions",
-                "git", "val_history", "head_fit"}
+                "git", "val_history", "head_fit", "chance_acc", "learned"}
 
 
 class Scripted(L.LightningModule):
@@ -53,8 +53,8 @@ class Scripted(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
-def fit(tmp_path, accs: list[float], epochs: int, ckpt_path: str | None = None) -> RunSummary:
-    data = DataLoader(TensorDataset(torch.ones(4, 2), torch.zeros(4, dtype=torch.long)), batch_size=2)
+def fit(tmp_path, accs: list[float], epochs: int, ckpt_path: str | None = None, labels=(0, 0, 0, 0)) -> RunSummary:
+    data = DataLoader(TensorDataset(torch.ones(4, 2), torch.tensor(labels)), batch_size=2)
     summary = RunSummary()
     trainer = L.Trainer(max_epochs=epochs, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=1,
@@ -116,3 +116,18 @@ def test_an_lpft_run_says_when_fine_tuning_never_beat_its_fitted_head():
     assert tempered[-1] == "Fitted head before fine-tuning: val acc 0.9600 (fine-tuned from it divided by 4.59)"
     frozen = {k: v for k, v in report.items() if k != "val_accuracy"}  # the fit is the run: nothing to compare
     assert [line.split(":")[0] for line in _head_fit_lines(frozen, 0.96)] == ["Head fit"]
+
+
+def test_a_run_no_better_than_answering_the_commonest_val_class_says_it_learned_nothing(tmp_path, capsys):
+    labels = (0, 0, 0, 1)  # answering class 0 for every image scores 0.75
+    stuck = fit(tmp_path / "stuck", [0.5, 0.75], epochs=2, labels=labels).summary
+    assert stuck["chance_acc"] == 0.75 and stuck["learned"] is False and stuck["status"] == "ok"
+    assert "WARNING: that is no better than answering the most common class for every val image (0.7500)" in \
+        capsys.readouterr().out
+    learned = fit(tmp_path / "learned", [0.5, 1.0], epochs=2, labels=labels).summary
+    assert learned["chance_acc"] == 0.75 and learned["learned"] is True
+    assert "WARNING" not in capsys.readouterr().out
+    # a resumed run that validates no more keeps the floor it measured
+    again = fit(tmp_path / "learned", [0.5, 1.0], epochs=2, labels=labels,
+                ckpt_path=str(tmp_path / "learned" / "ckpt" / "last.ckpt")).summary
+    assert again["chance_acc"] == 0.75 and again["learned"] is True

@@ -431,6 +431,8 @@ def _job_table(jobs: list[Job], keys: list[str]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for job in jobs:
         status = job.status if not job.error else f"{job.status}: {job.error}"
+        if job.summary.get("learned") is False:  # finished, but no better than answering the commonest class
+            status += ": no better than chance"
         cells = [
             str(job.num) if job.num is not None else job.dir.name,
             *(f"`{_short(job.overrides[k])}`" if k in job.overrides else "-" for k in keys),

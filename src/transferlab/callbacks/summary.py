@@ -42,6 +42,10 @@ class RunSummary(L.Callback):
         # Every validation: epoch, val/acc and the run's clock (continued across a resume): when a run got there
         self.history: list[dict[str, float]] = []
         self.extra: dict[str, Any] = {}  # what the task adds before fitting (the learning-rate finder's result)
+        # The val labels of the latest validation, counted per class: what always answering the most common
+        # class scores there (chance_acc) is the floor a run must clear to have learned anything.
+        self._val_counts: torch.Tensor | None = None
+        self.chance_acc: float | None = None
         self._clock_offset = 0.0
         self.summary: dict[str, Any] = {}
 
@@ -70,10 +74,22 @@ class RunSummary(L.Callback):
                         "+callbacks.summary.stop_on_nonfinite_loss=false to let it run on."
                     )
 
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._val_counts = None
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        labels = batch[-1] if isinstance(batch, list | tuple) else None
+        if trainer.sanity_checking or not _class_labels(labels):
+            return
+        counts = torch.bincount(labels.detach().cpu(), minlength=len(pl_module.class_names))
+        self._val_counts = counts if self._val_counts is None else self._val_counts + counts
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # on_validation_end, not *_epoch_end: callback epoch-end hooks run before the module logs val/acc.
         if trainer.sanity_checking:
             return
+        if self._val_counts is not None and self._val_counts.sum() > 0:  # this rank's share, under DDP
+            self.chance_acc = float(self._val_counts.max() / self._val_counts.sum())
         acc, best = _logged(trainer, "val/acc"), _logged(trainer, "val/acc_best")
         if acc is not None:
             elapsed = self._clock_offset + time.perf_counter() - self.start
@@ -97,12 +113,14 @@ class RunSummary(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         # the noted value keeps the key older checkpoints hold it under
-        return {"best_epoch": self.best_epoch, "best_acc": self._noted_best, "history": self.history}
+        return {"best_epoch": self.best_epoch, "best_acc": self._noted_best, "history": self.history,
+                "chance_acc": self.chance_acc}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_epoch = state_dict["best_epoch"]
         self._noted_best = state_dict.get("best_acc", -math.inf)
         self.history = list(state_dict.get("history", []))
+        self.chance_acc = state_dict.get("chance_acc")
         self._clock_offset = self.history[-1]["elapsed_s"] if self.history else 0.0
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -111,9 +129,13 @@ class RunSummary(L.Callback):
         best_cb = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
         last_cb = next((c for c in trainer.checkpoint_callbacks if not c.monitor), None)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        best = self.best_acc(trainer)
         self.summary = {
             "status": "ok",
-            "val/acc_best": self.best_acc(trainer),
+            "val/acc_best": best,
+            # what answering the val set's most common class for every image scores, and whether the run beat it
+            "chance_acc": self.chance_acc,
+            "learned": None if best is None or self.chance_acc is None else best > self.chance_acc + 1e-9,
             "best_epoch": self.best_epoch,
             "val/loss": metrics.get("val/loss"),
             "epochs": trainer.current_epoch,
@@ -151,6 +173,7 @@ class RunSummary(L.Callback):
                 "",
                 f"Training complete in {s['wall_time_s'] // 60:.0f}m {s['wall_time_s'] % 60:.0f}s",
                 f"Best val acc: {best} ({_best_epoch_name(s)})",
+                *_chance_lines(s),
                 *_head_fit_lines(s["head_fit"], s["val/acc_best"]),
                 f"Trainable params: {s['trainable_params']:,} of {s['total_params']:,}",
                 f"Best checkpoint: {s['best_checkpoint']}",
@@ -182,6 +205,22 @@ def _head_fit_lines(report: dict | None, best: float | None) -> list[str]:
         tempered = "" if temperature == 1.0 else f" (fine-tuned from it divided by {temperature:.2f})"
         lines.append(f"Fitted head before fine-tuning: val acc {before:.4f}{tempered}{verdict}")
     return lines
+
+
+def _class_labels(labels: Any) -> bool:
+    return (isinstance(labels, torch.Tensor) and labels.ndim == 1 and labels.numel() > 0
+            and not labels.is_floating_point() and int(labels.min()) >= 0)
+
+
+def _chance_lines(summary: dict) -> list[str]:
+    """A run no better than always answering the val set's most common class learned nothing; say so, and why
+    that usually happens (a finite loss can still have diverged: the network collapsed onto one class)."""
+    if summary.get("learned") is not False:
+        return []
+    return [f"WARNING: that is no better than answering the most common class for every val image "
+            f"({summary['chance_acc']:.4f}): this run learned nothing usable. If train/loss did not fall, lower "
+            "optimizer.lr (or let python train.py tune.lr_find=true pick it); if it fell, check that val/ holds "
+            "the same classes, labelled the same way, as train/ (python -m transferlab.data.doctor DATASET_ROOT)."]
 
 
 def _best_epoch_name(summary: dict) -> str:

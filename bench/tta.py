@@ -1,0 +1,91 @@
+"""What does test-time augmentation buy? Every trained run of an accuracy benchmark, evaluated twice, side by side.
+
+    python bench/tta.py bench/results/accuracy-<stamp>.json [more.json ...]
+
+For each training run recorded in the given `bench/accuracy.py` results (its run directory is in its command),
+`python eval.py ckpt_path=<run dir> tta=none` and then `tta=flip` on the run's best checkpoint, one after the
+other (run it alone). Per data x backbone x arm: accuracy without and with the flip (mean ± std over seeds),
+the images only one of the two got right (pooled over seeds), and the paired comparison of the two on the same
+images (`transferlab.evaluation.stats`: bootstrap interval over images and seeds, exact McNemar test). Writes
+`bench/results/tta-<stamp>.md` and `.json`. A script, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from accuracy import ROOT, spread, write_results
+from transferlab.evaluation.stats import discordant, mcnemar_exact, paired_bootstrap_ci, verdict
+
+MODES = ("none", "flip")
+
+
+def run_dir(command: str) -> Path | None:
+    return next((Path(w.split("=", 1)[1]) for w in shlex.split(command) if w.startswith("hydra.run.dir=")), None)
+
+
+def evaluate(run: Path, tta: str, out: Path) -> dict[str, bool]:
+    """{file: correct} for the run's best checkpoint on its val set."""
+    cmd = [sys.executable, str(ROOT / "eval.py"), f"ckpt_path={run}", f"tta={tta}", "progress=false",
+           "mistakes=0", f"hydra.run.dir={out}"]
+    print("  $", shlex.join(cmd), flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    with open(out / "predictions.csv", newline="") as f:
+        return {row["file"]: row["correct"] == "1" for row in csv.DictReader(f)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", type=Path, help="bench/results/accuracy-<stamp>.json")
+    args = parser.parse_args()
+    stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    rows = []
+    for path in args.results:
+        for result in json.loads(path.read_text())["results"]:
+            runs = [r for r in result["runs"] if r.get("status") == "ok" and r.get("command")]
+            if not runs:
+                continue
+            print(f"[tta] {result['data']} {result['backbone']} {result['arm']}", flush=True)
+            correct = {mode: [] for mode in MODES}
+            for r in runs:
+                directory = run_dir(r["command"])
+                per_mode = {mode: evaluate(directory, mode, ROOT / "outputs" / "bench" / f"tta-{stamp}" /
+                                           directory.relative_to(ROOT / "outputs" / "bench") / mode)
+                            for mode in MODES}
+                files = sorted(per_mode["none"])
+                for mode in MODES:
+                    correct[mode].append(np.array([per_mode[mode][f] for f in files], dtype=float))
+            flip, plain = correct["flip"], correct["none"]
+            diff, lo, hi = paired_bootstrap_ci(flip, plain)
+            p = mcnemar_exact(flip, plain)
+            rows.append({"data": result["data"], "backbone": result["backbone"], "arm": result["arm"],
+                         "source": path.name, "seeds": len(runs),
+                         "acc_none": [float(c.mean()) for c in plain], "acc_flip": [float(c.mean()) for c in flip],
+                         "flip_only": discordant(flip, plain)[0], "none_only": discordant(flip, plain)[1],
+                         "diff": diff, "ci": [lo, hi], "p": p,
+                         "verdict": verdict("tta=flip", "tta=none", diff, lo, hi, p)})
+            print("    ->", rows[-1]["verdict"], flush=True)
+    command = "python bench/tta.py " + " ".join(str(p) for p in args.results)
+    header = ["data", "backbone", "arm", "seeds", "tta=none", "tta=flip", "only flip right / only none right",
+              "flip - none"]
+    lines = [f"`{command}`", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        lines.append("| " + " | ".join([r["data"], r["backbone"], r["arm"], str(r["seeds"]), spread(r["acc_none"]),
+                                        spread(r["acc_flip"]), f"{r['flip_only']} / {r['none_only']}",
+                                        r["verdict"].split(": ", 1)[1]]) + " |")
+    write_results(f"tta-{stamp}", {"argv": sys.argv[1:], "results": rows}, lines)
+
+
+if __name__ == "__main__":
+    main()
