@@ -36,7 +36,9 @@ def test_when_fine_tuning_never_beats_the_fitted_head_the_head_is_the_best_check
     assert summary["val_history"][0]["epoch"] == -1 and summary["val_history"][0]["val_acc"] == head_acc
     assert [h["val_acc"] for h in summary["val_history"][1:]] == [0.5]  # early stopping counted from the head
     assert summary["epochs"] == 1
-    assert "Best val acc: 1.0000 (the fitted head, before fine-tuning)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Best val acc: 1.0000 (the fitted head, before fine-tuning)" in out
+    assert "fine-tuning never beat it, so the best checkpoint is this head" in out
 
     run = tmp_path / "run"
     best = run / "checkpoints" / f"head_fit-acc{head_acc:.4f}.ckpt"

@@ -111,6 +111,8 @@ def test_an_lpft_run_says_when_fine_tuning_never_beat_its_fitted_head():
               "val_accuracy": 0.96}
     worse, better = _head_fit_lines(report, 0.95), _head_fit_lines(report, 0.97)
     assert worse[-1].startswith("Fitted head before fine-tuning: val acc 0.9600") and "never beat it" in worse[-1]
+    assert "the best checkpoint is this head" not in worse[-1]  # it is only when the head was a candidate
+    assert "so the best checkpoint is this head" in _head_fit_lines(report, 0.96, head_is_best=True)[-1]
     assert better[-1] == "Fitted head before fine-tuning: val acc 0.9600"
     tempered = _head_fit_lines({**report, "temperature": 4.5867}, 0.97)
     assert tempered[-1] == "Fitted head before fine-tuning: val acc 0.9600 (fine-tuned from it divided by 4.59)"

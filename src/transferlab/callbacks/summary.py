@@ -174,7 +174,7 @@ class RunSummary(L.Callback):
                 f"Training complete in {s['wall_time_s'] // 60:.0f}m {s['wall_time_s'] % 60:.0f}s",
                 f"Best val acc: {best} ({_best_epoch_name(s)})",
                 *_chance_lines(s),
-                *_head_fit_lines(s["head_fit"], s["val/acc_best"]),
+                *_head_fit_lines(s["head_fit"], s["val/acc_best"], head_is_best=s["best_epoch"] == -1),
                 f"Trainable params: {s['trainable_params']:,} of {s['total_params']:,}",
                 f"Best checkpoint: {s['best_checkpoint']}",
                 f"Last checkpoint: {s['last_checkpoint']}",
@@ -184,7 +184,7 @@ class RunSummary(L.Callback):
             atomic_write_json(os.path.join(trainer.default_root_dir, self.filename), s)
 
 
-def _head_fit_lines(report: dict | None, best: float | None) -> list[str]:
+def _head_fit_lines(report: dict | None, best: float | None, head_is_best: bool = False) -> list[str]:
     """What the head fit chose, and the cross-validated accuracy of each candidate input (training images only);
     for a fit that fine-tuning followed (lpft), the fitted head's own val accuracy, and whether fine-tuning beat it."""
     if not report:
@@ -198,9 +198,9 @@ def _head_fit_lines(report: dict | None, best: float | None) -> list[str]:
         lines.append(f"Head fit: {inputs}, l2 {report['l2']:g}; cross-validated accuracy on train: {tried}")
     before = report.get("val_accuracy")
     if before is not None:
+        kept = ", so the best checkpoint is this head" if head_is_best else ""
         verdict = ("" if best is None or best > before else
-                   " - fine-tuning never beat it, so the best checkpoint is this head (strategy=frozen fits it "
-                   "alone, in seconds)")
+                   f" - fine-tuning never beat it{kept} (strategy=frozen fits it alone, in seconds)")
         temperature = report.get("temperature") or 1.0
         tempered = "" if temperature == 1.0 else f" (fine-tuned from it divided by {temperature:.2f})"
         lines.append(f"Fitted head before fine-tuning: val acc {before:.4f}{tempered}{verdict}")

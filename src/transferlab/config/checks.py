@@ -69,7 +69,7 @@ def check_train_config(cfg: DictConfig) -> None:
                 _refuse(f"strategy.head_fit.{key}", value, "must be >= 1")
         std = _get(cfg, "strategy.head_fit.max_logit_std")
         if std is not None and not 0 < std < float("inf"):
-            _refuse("strategy.head_fit.max_logit_std", std, "must be a positive number (lpft's is 1.0), or null to "
+            _refuse("strategy.head_fit.max_logit_std", std, "must be a positive number (lpft's is 0.3), or null to "
                     "keep the head as fitted")
 
 
