@@ -93,3 +93,20 @@ def test_gradual_under_ddp_trains_the_backbone_on_every_rank_and_ranks_stay_iden
     assert any(not torch.equal(start[k], ranks[0][k]) for k in backbone), "the backbone never trained"
     differ = [k for k in ranks[0] if not torch.equal(ranks[0][k], ranks[1][k])]
     assert not differ, f"ranks disagree on {len(differ)} tensors, e.g. {differ[:3]}"
+
+
+@pytest.mark.slow  # two processes, real Lite0 weights: ~40 s on 2 cores
+def test_lpft_under_ddp_enters_its_fitted_head_on_every_rank(tmp_path, tiny_folder):
+    """The fitted head's checkpoint is saved by a collective call when fine-tuning starts: every rank makes it
+    (a rank that skipped it would leave the other waiting), and the head is the run's first validation."""
+    proc = run_train([*shrink(tiny_folder), *DDP, f"paths.root_dir={tmp_path}", "logger=none", "strategy=lpft",
+                      "backbone=efficientnet_lite0", "trainer.limit_val_batches=1.0", "trainer.max_epochs=1"],
+                     cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = [p for p in (tmp_path / "outputs" / "train" / "runs").glob("*/*") if p.is_dir()]
+    summary = json.loads((run / "summary.json").read_text())
+    head = summary["head_fit"]["val_accuracy"]
+    assert summary["val_history"][0]["epoch"] == -1 and summary["val_history"][0]["val_acc"] == head
+    assert summary["val/acc_best"] >= head
+    best = [p.name for p in (run / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
+    assert len(best) == 1 and (summary["best_epoch"] == -1) == best[0].startswith("head_fit-acc")

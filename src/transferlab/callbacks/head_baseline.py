@@ -53,9 +53,10 @@ class FittedHeadBaseline(L.Callback):
                      "of the val set, the head was scored on all of it.", trainer.limit_val_batches)
             return
         acc = self.scores["val/acc"]
+        saved: set[str] = set()
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.monitor in self.scores and callback.dirpath:
-                self._seed_checkpoint(trainer, callback)
+                self._seed_checkpoint(trainer, callback, saved)
         for callback in trainer.early_stopping_callbacks:
             if isinstance(callback, EarlyStopping) and callback.monitor in self.scores:
                 callback.best_score = torch.tensor(self.scores[callback.monitor])
@@ -70,11 +71,14 @@ class FittedHeadBaseline(L.Callback):
         for logger in trainer.loggers:  # the val curves start at the head (step 0, before any training step)
             logger.log_metrics({"val/acc": acc, "val/loss": self.scores["val/loss"]}, step=0)
 
-    def _seed_checkpoint(self, trainer: L.Trainer, callback: ModelCheckpoint) -> None:
+    def _seed_checkpoint(self, trainer: L.Trainer, callback: ModelCheckpoint, saved: set[str]) -> None:
         score = torch.tensor(self.scores[callback.monitor])
         path = os.path.join(callback.dirpath, f"head_fit-acc{self.scores['val/acc']:.4f}{callback.FILE_EXTENSION}")
-        if not os.path.exists(path):  # one file for every callback that monitors in this directory
+        # One file for every callback that monitors in this directory. Decided without looking at the disk:
+        # save_checkpoint is a collective call under DDP, every rank must make it.
+        if path not in saved:
             trainer.save_checkpoint(path)
+            saved.add(path)
         callback.best_k_models = {path: score}
         callback.kth_best_model_path = callback.best_model_path = path
         callback.kth_value = callback.best_model_score = score
