@@ -1,0 +1,70 @@
+"""Two arms of `bench/accuracy.py` on the same images: is the difference more than noise?
+
+    python bench/paired.py A.json:ARM B.json:ARM      # e.g. accuracy-<stamp>.json:cap03:lpft
+
+Each run of an arm left `val_predictions.csv` (its best epoch's prediction for every val image) in its run
+directory; runs are paired by seed. Prints and writes `bench/results/paired-<stamp>.md`: both arms' accuracy
+per seed, the images only one of them got right, the paired bootstrap interval of the difference (images
+resampled once per draw for every seed) and the exact McNemar test (`transferlab.evaluation.stats`, the same
+as the sweep report's). A script, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from accuracy import write_results
+from tta import run_dir
+from transferlab.evaluation.stats import discordant, mcnemar_exact, paired_bootstrap_ci, read_predictions, verdict
+
+
+def arm_runs(spec: str) -> tuple[str, dict[int, dict[str, bool]]]:
+    """`file.json:arm` -> (arm, {seed: {file: correct}})."""
+    path, arm = spec.split(":", 1)
+    runs = {}
+    for result in json.loads(Path(path).read_text())["results"]:
+        if result["arm"] != arm:
+            continue
+        for run in result["runs"]:
+            if run.get("status") != "ok":
+                continue
+            seed = next(int(w.split("=")[1]) for w in run["command"].split() if w.startswith("seed="))
+            predictions = read_predictions(run_dir(run["command"]) / "val_predictions.csv")
+            runs[seed] = {f: true == pred for f, (true, pred) in predictions.items()}
+    if not runs:
+        raise SystemExit(f"{spec}: no run of arm {arm!r} with val_predictions.csv")
+    return arm, runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("a")
+    parser.add_argument("b")
+    args = parser.parse_args()
+    (name_a, a), (name_b, b) = arm_runs(args.a), arm_runs(args.b)
+    seeds = sorted(a.keys() & b.keys())
+    files = sorted(a[seeds[0]])
+    correct_a = [np.array([a[s][f] for f in files], dtype=float) for s in seeds]
+    correct_b = [np.array([b[s][f] for f in files], dtype=float) for s in seeds]
+    diff, lo, hi = paired_bootstrap_ci(correct_a, correct_b)
+    p = mcnemar_exact(correct_a, correct_b)
+    a_only, b_only = discordant(correct_a, correct_b)
+    sentence = verdict(name_a, name_b, diff, lo, hi, p)
+    lines = [f"`python bench/paired.py {args.a} {args.b}`", "", "| seed | " + name_a + " | " + name_b + " |",
+             "|---|---|---|"]
+    lines += [f"| {s} | {x.mean():.4f} | {y.mean():.4f} |" for s, x, y in zip(seeds, correct_a, correct_b, strict=True)]
+    lines += ["", f"{len(files)} images x {len(seeds)} seeds; only {name_a} right: {a_only}, only {name_b} right: "
+              f"{b_only}", "", sentence]
+    stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    write_results(f"paired-{stamp}", {"argv": sys.argv[1:], "seeds": seeds, "a_only": a_only, "b_only": b_only,
+                                      "diff": diff, "ci": [lo, hi], "p": p, "verdict": sentence}, lines)
+
+
+if __name__ == "__main__":
+    main()
