@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from accuracy import write_results
 from tta import run_dir
+
 from transferlab.evaluation.stats import discordant, mcnemar_exact, paired_bootstrap_ci, read_predictions, verdict
 
 

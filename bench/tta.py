@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from accuracy import ROOT, spread, write_results
+
 from transferlab.evaluation.stats import discordant, mcnemar_exact, paired_bootstrap_ci, verdict
 
 MODES = ("none", "flip")

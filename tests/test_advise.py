@@ -94,7 +94,8 @@ def test_thresholds_are_one_dataclass_and_configurable():
 def test_unmeasurable_similarity_falls_back_to_size_and_imbalance_is_named():
     advice = recommend(_measures(1, None, None))
     assert advice.similarity is None and advice.recommendation.strategy == "frozen" and advice.floor is None
-    assert "imbalanced (5x)" in recommend(_measures(120, 0.97, 0.96, imbalance=5)).reason
+    reason = recommend(_measures(120, 0.97, 0.96, imbalance=5)).reason
+    assert "imbalanced (5x)" in reason and "dataset.balance=loss" in reason
 
 
 def test_strategy_option_is_read_as_data_onto_the_schema():

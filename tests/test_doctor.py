@@ -67,6 +67,7 @@ def test_doctor_finds_every_planted_fault_and_names_each_file(tmp_path):
     for path in set().union(*found(report).values()) - {"train"}:
         assert path in text
     assert "NOT READY" in text
+    assert "dataset.balance=loss" in text  # the imbalance finding names the switch that addresses it
 
 
 def test_counts_ignore_bad_files_and_follow_the_train_mapping(messy):

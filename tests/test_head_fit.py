@@ -11,10 +11,11 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from tests.conftest import compose_config, shrink
+from tests.conftest import compose_config, make_folder, shrink
 from tests.test_dashboards import events
 from transferlab.config.checks import ConfigValueError
 from transferlab.data.features import load_features
+from transferlab.models.checkpoint import load_model
 from transferlab.models.linear_fit import SourceHead, fit_linear_head, penalised_loss
 
 
@@ -80,6 +81,66 @@ def test_too_few_images_per_class_skip_cross_validation():
     assert fit.cv_accuracy is None and fit.l2 == 0.1 and fit.folds == 0
 
 
+def _imbalanced(seed=0):
+    """Three classes, the last two kept at 40 and 15 of 160 rows: imbalance 5x."""
+    x, y = _data(n=480, seed=seed)
+    keep = torch.cat([torch.nonzero(y == c).flatten()[:n] for c, n in ((0, 160), (1, 40), (2, 15))])
+    return x[keep], y[keep]
+
+
+def _balanced_weights(y: torch.Tensor) -> torch.Tensor:
+    counts = torch.bincount(y).float()
+    return len(y) / (len(counts) * counts)  # scikit-learn's class_weight="balanced"
+
+
+@pytest.mark.parametrize("l2", [0.003, 0.3])
+def test_class_weights_fit_sklearns_balanced_logistic_regression(l2):
+    x, y = _imbalanced()
+    weights = _balanced_weights(y)
+    fit = fit_linear_head(x, y, classes=3, l2=[l2], class_weight=weights)
+    ours = torch.softmax(x @ fit.weight.T + fit.bias, dim=1).numpy()
+    scaler = StandardScaler().fit(x.numpy())
+    # balanced weights sum to n over the rows, so sklearn's C = 1 / (l2 * n) still matches the weighted mean
+    reference = LogisticRegression(C=1 / (l2 * len(y)), class_weight="balanced", max_iter=5000,
+                                   tol=1e-10).fit(scaler.transform(x.numpy()), y)
+    # within the solver's tolerance (gradient 1e-4): the weighted problem is stiffer, its weak-penalty optimum flatter
+    assert np.abs(ours - reference.predict_proba(scaler.transform(x.numpy()))).max() < 5e-3
+    assert fit.balanced and fit.report()["balanced"]
+    plain = fit_linear_head(x, y, classes=3, l2=[l2])
+    recall = {name: [float((f.weight @ x[y == c].T + f.bias[:, None]).argmax(0).eq(c).float().mean())
+                     for c in range(3)] for name, f in (("balanced", fit), ("plain", plain))}
+    assert np.mean(recall["balanced"]) > np.mean(recall["plain"]), recall  # the mean recall per class gains
+    # the run's one L-BFGS check re-evaluates the weighted objective: at its minimum, it leaves the fit alone
+    gradients = {}
+    for name, class_weight in (("weighted", weights), ("unweighted", None)):
+        weight, bias = fit.weight.clone().requires_grad_(), fit.bias.clone().requires_grad_()
+        penalised_loss(weight, bias, x, y, fit.l2, fit.scale, class_weight=class_weight).backward()
+        gradients[name] = max(weight.grad.abs().max(), bias.grad.abs().max())
+    assert gradients["weighted"] < 5e-3 and gradients["unweighted"] > 10 * gradients["weighted"], gradients
+
+
+def test_balanced_cross_validation_scores_balanced_accuracy_on_the_held_out_rows():
+    from sklearn.model_selection import StratifiedKFold
+
+    x, y = _imbalanced(seed=3)
+    weights = _balanced_weights(y)
+    grid = [1e-2, 3e-2, 1e-1]  # (much stronger: near-tied logits; much weaker: tolerance-bound solutions)
+    fit = fit_linear_head(x, y, classes=3, l2=grid, folds=5, seed=4, class_weight=weights)
+    assert sorted(fit.cv_scores) == grid
+    scaled, w = StandardScaler().fit_transform(x.numpy()), weights[y].numpy()  # scaled once on all rows, as the fit
+    folds = list(StratifiedKFold(5, shuffle=True, random_state=4).split(scaled, y.numpy()))
+    for l2, score in fit.cv_scores.items():
+        hits = np.zeros(len(y))
+        for train, held_out in folds:  # each fold's weighted mean objective, in scikit-learn's terms
+            fold = LogisticRegression(C=1 / (l2 * w[train].sum()), max_iter=5000, tol=1e-10).fit(
+                scaled[train], y.numpy()[train], sample_weight=w[train])
+            hits[held_out] = fold.predict(scaled[held_out]) == y.numpy()[held_out]
+        balanced_accuracy = (hits * w).sum() / w.sum()  # balanced weights: the mean recall per class
+        one_rare_row = w.max() / w.sum()  # weak penalties: the solvers' tolerances may flip a borderline row
+        assert score == pytest.approx(balanced_accuracy, abs=one_rare_row + 1e-6), l2
+        assert abs(score - hits.mean()) > one_rare_row  # and it is not the plain accuracy
+
+
 def _pretrained_space(n: int, seed: int, dim: int = 200, source_classes: int = 100):
     """Features of a network pretrained on `source_classes` classes, whose classes 3 and 7 are our two classes:
     an image of class c lies along its source class's row, buried in noise along many other directions."""
@@ -142,6 +203,32 @@ def test_frozen_run_is_the_fit_and_matches_sklearn_on_its_cached_features(tmp_pa
     assert scalars.Scalars("head_fit/l2")[-1].value == pytest.approx(report["l2"])
     assert scalars.Scalars("head_fit/cv_accuracy")[-1].value == pytest.approx(report["cv_accuracy"])
     assert not [t for t in scalars.Tags()["scalars"] if t.startswith("lr-")]
+
+
+def test_a_balanced_frozen_run_is_sklearns_class_weighted_fit(tmp_path, capsys):
+    """dataset.balance=sampler draws no batches for a solved head: its rows are weighed by class instead, as
+    balance=loss weighs them, and the run's head is scikit-learn's class_weight="balanced" fit."""
+    from transferlab.tasks.train import train
+
+    folder = make_folder(tmp_path / "data", {"train": {"ant": 18, "bee": 6}, "val": {"ant": 6, "bee": 6}})
+    overrides = shrink(folder, backbone="efficientnet_lite0", strategy="frozen",
+                       **{"strategy.head_fit.source_classes": "[]", "dataset.balance": "sampler",
+                          "paths.cache_dir": tmp_path / "cache", "trainer.limit_train_batches": "null",
+                          "trainer.limit_val_batches": "null"})
+    summary = train(compose_config(tmp_path / "balanced", overrides))
+    report = summary["head_fit"]
+    assert report["balanced"] is True and report["folds"] == 5
+    (cache,) = (tmp_path / "cache" / "features").glob("*.pt")
+    data = load_features(cache)
+    x, y = data["train"][0].numpy(), data["train_labels"].numpy()
+    scaler = StandardScaler().fit(x)
+    reference = LogisticRegression(C=1 / (report["l2"] * len(y)), class_weight="balanced", max_iter=5000,
+                                   tol=1e-10).fit(scaler.transform(x), y)
+    model = load_model(summary["best_checkpoint"])
+    with torch.no_grad():
+        ours = torch.softmax(model.forward_head(data["val"]), 1).numpy()
+    assert np.abs(ours - reference.predict_proba(scaler.transform(data["val"].numpy()))).max() < 2e-3
+    assert "cross-validated class-balanced accuracy on train" in capsys.readouterr().out
 
 
 def test_a_head_fit_needs_a_linear_head(tmp_path, tiny_folder):

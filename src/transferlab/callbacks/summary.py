@@ -195,7 +195,8 @@ def _head_fit_lines(report: dict | None, best: float | None, head_is_best: bool 
         if report.get("source_names"):
             inputs += f" (pretrained classes: {', '.join(report['source_names'])})"
         tried = ", ".join(f"{k} {v:.4f}" for k, v in (report.get("candidates") or {}).items())
-        lines.append(f"Head fit: {inputs}, l2 {report['l2']:g}; cross-validated accuracy on train: {tried}")
+        scored = "class-balanced accuracy" if report.get("balanced") else "accuracy"
+        lines.append(f"Head fit: {inputs}, l2 {report['l2']:g}; cross-validated {scored} on train: {tried}")
     before = report.get("val_accuracy")
     if before is not None:
         kept = ", so the best checkpoint is this head" if head_is_best else ""

@@ -152,7 +152,9 @@ class DatasetConfig:
     on_bad_file: str = "skip"  # unreadable/over-size files: skip (warn, listing each) | error (stop before training)
     max_pixels: int | None = 89478485  # images above are bad files (PIL's decompression-bomb limit)
     # Imbalanced folders: none | sampler (each epoch draws training images with replacement, every class equally
-    # likely) | loss (cross-entropy weighted by n / (classes * count) per class). A head fit ignores it.
+    # likely) | loss (cross-entropy weighted by n / (classes * count) per class). A head fit (frozen, lpft's first
+    # phase) draws no batches: with sampler or loss it weighs its rows by those class weights, in the fit and in the
+    # cross-validation that picks its strength (which then scores balanced accuracy).
     balance: str = "none"
     cache_dir: str | None = "${paths.log_dir}/cache"  # the dataset doctor's per-file checks, reused while unchanged
     input: InputConfig = field(default_factory=InputConfig)

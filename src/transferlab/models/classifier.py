@@ -70,6 +70,7 @@ class TransferClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         mix: dict[str, float] | None = None,
         class_weights: list[float] | None = None,
+        head_fit_class_weights: list[float] | None = None,
         tta: str = "none",
     ) -> None:
         super().__init__()
@@ -98,6 +99,9 @@ class TransferClassifier(L.LightningModule):
         self.mix_prob = float((mix or {}).get("mix_prob", 1.0))
         self.register_buffer("class_weights", None if class_weights is None
                              else torch.as_tensor(class_weights, dtype=torch.float32), persistent=False)
+        # A solved head draws no batches, so dataset.balance=sampler and =loss both weigh its rows by class
+        self.register_buffer("head_fit_class_weights", None if head_fit_class_weights is None
+                             else torch.as_tensor(head_fit_class_weights, dtype=torch.float32), persistent=False)
         self.tta = tta  # validation and prediction: none | flip (mean probability of the image and its mirror)
 
         self.backbone = built.module
@@ -204,7 +208,7 @@ class TransferClassifier(L.LightningModule):
                               l2=settings["l2"], folds=settings["folds"], max_iter=settings["max_iter"],
                               groups=None if groups is None else groups.to(self.device),
                               source=self.source_head, source_classes=settings.get("source_classes") or (),
-                              seed=settings.get("seed", 0))
+                              seed=settings.get("seed", 0), class_weight=self.head_fit_class_weights)
         temperature = None
         if settings.get("max_logit_std") is not None:  # lpft: a fitted head that will be fine-tuned (schema: why)
             fit, temperature = fit.tempered(features, settings["max_logit_std"])
@@ -248,7 +252,8 @@ class TransferClassifier(L.LightningModule):
 
             def objective() -> torch.Tensor:
                 optimizer.zero_grad()
-                loss = penalised_loss(linear.weight, linear.bias, features, targets, l2, scale, basis)
+                loss = penalised_loss(linear.weight, linear.bias, features, targets, l2, scale, basis,
+                                      self.head_fit_class_weights)
                 self.manual_backward(loss)
                 return loss
 
@@ -345,7 +350,8 @@ def head_fit_report_from(raw: Any) -> dict[str, Any] | None:
              and all(number(raw.get(key)) for key in ("l2", "cv_accuracy", "val_accuracy", "temperature", "seconds"))
              and isinstance(candidates, dict)
              and all(isinstance(k, str) and number(v) for k, v in candidates.items())
-             and all(isinstance(name, str) for name in (raw.get("source_names") or [])))
+             and all(isinstance(name, str) for name in (raw.get("source_names") or []))
+             and isinstance(raw.get("balanced", False), bool))
     if not plain:
         log.warning("The checkpoint's head_fit report is not plain figures (%.120r); ignored.", raw)
         return None

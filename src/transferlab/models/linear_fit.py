@@ -4,7 +4,9 @@ On a frozen backbone's cached features the head is a small convex problem (multi
 25 epochs of SGD at batch 4 neither converge nor regularise it. Here it is solved full batch with L-BFGS, on
 standardised features (as scikit-learn's probe is), with an L2 penalty whose strength is chosen by stratified
 K-fold cross-validation on the training features: held-out accuracy, ties broken by held-out log-loss, then by
-the stronger penalty. Validation images are never seen.
+the stronger penalty. Validation images are never seen. With class weights (`dataset.balance`), every row's
+loss and held-out score weighs its class's weight: the fit is scikit-learn's `class_weight="balanced"` one, its
+strength chosen by balanced accuracy.
 
 The pretrained network's own classifier can be a better basis than its features: when the folder's classes are
 (near) classes of the pretraining label space (ants and bees are ImageNet classes), a head on the few relevant
@@ -57,6 +59,7 @@ class LinearFit:
     source_classes: list[int] | None = None
     top: int = 0  # the chosen m (pretrained classes per class); 0: the features
     candidates: dict[str, float] = field(default_factory=dict)  # every basis tried -> its best mean CV accuracy
+    balanced: bool = False  # fitted (and cross-validated) with class weights: every class counts alike
 
     @property
     def inputs(self) -> str:
@@ -74,7 +77,8 @@ class LinearFit:
     def report(self) -> dict:
         return {"l2": self.l2, "cv_accuracy": self.cv_accuracy, "folds": self.folds,
                 "train_accuracy": self.train_accuracy, "cv_scores": {str(k): v for k, v in self.cv_scores.items()},
-                "inputs": self.inputs, "source_classes": self.source_classes, "candidates": self.candidates}
+                "inputs": self.inputs, "source_classes": self.source_classes, "candidates": self.candidates,
+                "balanced": self.balanced}
 
     def load_into(self, head: nn.Module) -> None:
         """Copy into a linear head."""
@@ -94,17 +98,20 @@ def linear_layer(head: nn.Module) -> nn.Linear:
 
 
 def penalised_loss(weight: torch.Tensor, bias: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
-                   l2: float, scale: torch.Tensor | None = None, basis: torch.Tensor | None = None) -> torch.Tensor:
+                   l2: float, scale: torch.Tensor | None = None, basis: torch.Tensor | None = None,
+                   class_weight: torch.Tensor | None = None) -> torch.Tensor:
     """The objective: mean cross-entropy + l2/2 |weight * scale|^2 (scale = the inputs' std makes the penalty
     the standardised problem's, in raw feature space). With a `basis` (a fit on pretrained logits), the head is
-    `coefficients @ basis`: the weight is projected onto the basis's rows and its coefficients are penalised."""
+    `coefficients @ basis`: the weight is projected onto the basis's rows and its coefficients are penalised.
+    With `class_weight`, the cross-entropy is the class-weighted mean (`F.cross_entropy(weight=)`)."""
     if basis is not None:
         coefficients = weight @ torch.linalg.pinv(basis)
         weight = coefficients @ basis
     else:
         coefficients = weight
     penalty = coefficients.pow(2).sum() if scale is None else (coefficients * scale).pow(2).sum()
-    return F.cross_entropy(features @ weight.T + bias, labels) + 0.5 * l2 * penalty
+    weights = None if class_weight is None else class_weight.to(features)
+    return F.cross_entropy(features @ weight.T + bias, labels, weight=weights) + 0.5 * l2 * penalty
 
 
 def _standardise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -118,13 +125,13 @@ def _standardise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 def _solve(z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, classes: int, l2: float, init: tuple | None,
            max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each problem f (standardised features z[f] (N, D), the rows where mask[f] is 1):
-    argmin mean CE(z W_f^T + b_f, y) + l2/2 |W_f|^2, all solved together by L-BFGS from `init` (or zeros).
-    The problems share no parameter, so their summed objective has each one's optimum as its own."""
+    """For each problem f (standardised features z[f] (N, D), each row weighted by mask[f]: 0 = not in it):
+    argmin weighted mean CE(z W_f^T + b_f, y) + l2/2 |W_f|^2, all solved together by L-BFGS from `init` (or
+    zeros). The problems share no parameter, so their summed objective has each one's optimum as its own."""
     problems, _, dim = z.shape
     w = init[0].clone() if init else z.new_zeros(problems, classes, dim)
     b = init[1].clone() if init else z.new_zeros(problems, classes)
-    weights = (mask / mask.sum(1, keepdim=True))[..., None]  # each problem's mean over its own rows
+    weights = (mask / mask.sum(1, keepdim=True))[..., None]  # each problem's (weighted) mean over its own rows
     target = y.expand(problems, -1)[..., None]
     onehot = F.one_hot(y, classes).to(z)
     optimizer = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-4,
@@ -183,13 +190,15 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
                     l2: Sequence[float] = tuple(_DEFAULTS.l2), folds: int = _DEFAULTS.folds,
                     groups: torch.Tensor | None = None, seed: int = 0,
                     max_iter: int = _DEFAULTS.max_iter, source: SourceHead | None = None,
-                    source_classes: Sequence[int] = ()) -> LinearFit:
+                    source_classes: Sequence[int] = (), class_weight: torch.Tensor | None = None) -> LinearFit:
     """Fit `features (N, D) -> labels (N,)` with the L2 strength from `l2` (and, given the pretrained classifier
     `source`, the inputs: the features or the top-m pretrained logits, m from `source_classes`) that
     cross-validates best.
 
     `groups`: rows that must share a fold (several augmented views of one image). With one strength, or fewer
-    than 2 images of some class, there is no cross-validation: the grid's middle strength is used, on the features."""
+    than 2 images of some class, there is no cross-validation: the grid's middle strength is used, on the features.
+    `class_weight` (classes,): each row's loss weighs its class's weight (`dataset.balance`), in the fit and in the
+    held-out scores that choose among the strengths (with "balanced" weights, balanced accuracy)."""
     x = features.float()
     y = labels.long().to(x.device)
     grid = sorted({float(v) for v in l2}, reverse=True)  # strong -> weak: each fit warm-starts the next
@@ -198,6 +207,7 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
     if any(int(m) < 1 for m in source_classes):
         raise ValueError(f"head_fit.source_classes: expected counts >= 1, got {list(source_classes)}.")
     y_np = y.cpu().numpy()
+    row_weight = torch.ones_like(y, dtype=x.dtype) if class_weight is None else class_weight.to(x)[y]
     units = y_np if groups is None else _group_labels(y_np, groups.cpu().numpy())
     per_class = np.bincount(units, minlength=classes)
     k = int(min(folds, per_class[per_class > 0].min())) if len(grid) > 1 else 0
@@ -217,13 +227,16 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
         train_mask = torch.zeros(k, len(y), dtype=x.dtype, device=x.device)
         for f, (train_idx, _) in enumerate(_folds(y_np, g_np, k, seed)):
             train_mask[f, torch.as_tensor(train_idx, device=x.device)] = 1.0
-        results = _cross_validate(span[0].expand(k, -1, -1), y, train_mask, grid, classes, max_iter)
+        train_mask *= row_weight  # a row's weight in its fold's fit (and, held out, in its score)
+        results = _cross_validate(span[0].expand(k, -1, -1), y, train_mask, grid, classes, max_iter,
+                                  row_weight=row_weight)
         fold_solutions = results[0][2]
         if len(tops) > 1:  # every fold of every mapping in one batched problem: they are small (m x classes wide)
             # the mapping is part of the fit: chosen inside each fold from its training rows only
-            mapped = _padded([_source_inputs(source_logits, top, y, classes, mask.bool())[3]
+            mapped = _padded([_source_inputs(source_logits, top, y, classes, mask > 0)[3]
                               for top in tops[1:] for mask in train_mask])
-            results += _cross_validate(mapped, y, train_mask.repeat(len(tops) - 1, 1), grid, classes, max_iter, k)
+            results += _cross_validate(mapped, y, train_mask.repeat(len(tops) - 1, 1), grid, classes, max_iter, k,
+                                       row_weight=row_weight)
         best_key = None
         for top, (accuracy, loss, _) in zip(tops, results, strict=True):
             # best accuracy; then lowest log-loss; then the stronger penalty (the larger l2)
@@ -238,7 +251,7 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
         coords, basis = _row_span(z)
     else:
         indices, (mean, std, z), (coords, basis) = None, plain, span
-    everything = torch.ones(1, len(y), dtype=x.dtype, device=x.device)
+    everything = row_weight[None]
     # on all rows; from the folds' mean (as LogisticRegressionCV's refit), else down the warm-started path
     path = [chosen] if start is not None else grid[:grid.index(chosen) + 1]
     solution = start
@@ -258,7 +271,7 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
     return LinearFit(weight=weight, bias=bias, scale=std, l2=chosen, cv_accuracy=cv_accuracy, cv_scores=scores,
                      folds=k, train_accuracy=train_accuracy, basis=rows,
                      source_classes=None if indices is None else indices.tolist(), top=chosen_top,
-                     candidates=candidates)
+                     candidates=candidates, balanced=class_weight is not None)
 
 
 def _source_inputs(source_logits: torch.Tensor, top: int, y: torch.Tensor, classes: int,
@@ -276,18 +289,20 @@ def _padded(per_fold: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _cross_validate(folds_z: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor, grid: list[float],
-                    classes: int, max_iter: int, block: int | None = None,
-                    patience: int = 3) -> list[tuple[dict, dict, dict]]:
+                    classes: int, max_iter: int, block: int | None = None, patience: int = 3,
+                    row_weight: torch.Tensor | None = None) -> list[tuple[dict, dict, dict]]:
     """For each block of `block` problems (default: all of them; one block = one candidate's folds): the mean
-    held-out accuracy, the summed held-out log-loss and the block's solutions (weights, biases) of every strength
-    tried. The problems are independent in one batched objective: each L-BFGS step serves all of them.
+    held-out accuracy, the summed held-out log-loss (each row weighted by `row_weight`, default 1) and the block's
+    solutions (weights, biases) of every strength tried. `train_mask` holds each fold's training rows (> 0, their
+    weights in its fit). The problems are independent in one batched objective: each L-BFGS step serves all.
 
     The path goes from strong to weak penalties and stops once no block's held-out log-loss has improved for
     `patience` strengths (1.5 decades on the default grid): past its minimum the held-out loss only grows, the
     model overfits, and the weakest penalties are the slowest to solve (glmnet stops its path early likewise)."""
     problems = len(train_mask)
     block = block or problems
-    held_out = (1.0 - train_mask).reshape(-1, block, len(y))
+    row_weight = torch.ones_like(train_mask[0]) if row_weight is None else row_weight
+    held_out = ((train_mask == 0) * row_weight).reshape(-1, block, len(y))  # every row is held out once per block
     solution = None
     results = [({}, {}, {}) for _ in range(problems // block)]
     best: list[tuple] = [(float("inf"), -1)] * len(results)  # (lowest held-out loss, index of its strength)
@@ -298,7 +313,7 @@ def _cross_validate(folds_z: torch.Tensor, y: torch.Tensor, train_mask: torch.Te
         nll = logits.logsumexp(2) - logits.gather(2, y.expand(problems, -1)[..., None]).squeeze(2)
         nll = nll.reshape(-1, block, len(y))
         for b, (accuracy, loss, solutions) in enumerate(results):
-            accuracy[v] = float((correct[b] * held_out[b]).sum()) / len(y)
+            accuracy[v] = float((correct[b] * held_out[b]).sum() / row_weight.sum())
             loss[v] = float((nll[b] * held_out[b]).sum())
             solutions[v] = tuple(t[b * block:(b + 1) * block] for t in solution)
             if loss[v] < best[b][0]:

@@ -417,7 +417,8 @@ def recommend(m: Measures, t: Thresholds = Thresholds()) -> Advice:
         why = (f"{rec.why}. Chance-normalised k-NN {m.knn_norm:.2f} (similar >= {t.similar}), probe "
                f"{m.probe_norm:.2f} (>= {t.probe_similar})")
     if m.imbalance >= 3:
-        why += f"; classes are imbalanced ({m.imbalance:g}x): consider class weights or more data for the rarest"
+        why += (f"; classes are imbalanced ({m.imbalance:g}x): if every class matters alike, add "
+                "dataset.balance=loss (class weights), or more images of the rarest")
     return Advice(realm, size, similarity, rec, why, m.probe_acc, m, t)
 
 

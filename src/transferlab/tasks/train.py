@@ -78,6 +78,7 @@ def build_model(cfg: DictConfig, class_names: list[str], input_overrides: dict |
         scheduler = instantiate(sched_cfg)
     recipe = to_plain(cfg.get("recipe")) or {}
     balance = cfg.dataset.get("balance", "none")
+    weights = class_weights(train_labels, len(class_names)) if balance != "none" and len(train_labels) else None
     return TransferClassifier(
         backbone=backbone_description(cfg),
         head=to_plain(cfg.head),
@@ -91,7 +92,8 @@ def build_model(cfg: DictConfig, class_names: list[str], input_overrides: dict |
         compile=bool(cfg.get("compile", False)),
         label_smoothing=recipe.get("label_smoothing", 0.0),
         mix={k: recipe[k] for k in ("mixup_alpha", "cutmix_alpha", "mix_prob") if k in recipe},
-        class_weights=class_weights(train_labels, len(class_names)) if balance == "loss" else None,
+        class_weights=weights if balance == "loss" else None,
+        head_fit_class_weights=weights,  # a solved head draws no batches: sampler and loss both weigh its rows
     )
 
 

@@ -195,7 +195,8 @@ def _imbalance(report: DatasetReport, ratio: float) -> None:
                                          f"({sizes[big] / sizes[small]:.1f}x)"))
     report.add("imbalance", "warning",
                f"classes differ in size by {ratio:g}x or more; accuracy can hide a "
-               "neglected class (consider class weights or more data).", items)
+               "neglected class (train with dataset.balance=loss or =sampler if every class matters alike, "
+               "or add images of the rarest).", items)
 
 
 def _suspicious(report: DatasetReport) -> None:
