@@ -135,8 +135,8 @@ def test_balanced_cross_validation_scores_balanced_accuracy_on_the_held_out_rows
             fold = LogisticRegression(C=1 / (l2 * w[train].sum()), max_iter=5000, tol=1e-10).fit(
                 scaled[train], y.numpy()[train], sample_weight=w[train])
             hits[held_out] = fold.predict(scaled[held_out]) == y.numpy()[held_out]
-        balanced_accuracy = (hits * w).sum() / w.sum()  # balanced weights: the mean recall per class
-        one_rare_row = w.max() / w.sum()  # weak penalties: the solvers' tolerances may flip a borderline row
+        balanced_accuracy = float((hits * w).sum() / w.sum())  # balanced weights: the mean recall per class
+        one_rare_row = float(w.max() / w.sum())  # weak penalties: the solvers' tolerances may flip a borderline row
         assert score == pytest.approx(balanced_accuracy, abs=one_rare_row + 1e-6), l2
         assert abs(score - hits.mean()) > one_rare_row  # and it is not the plain accuracy
 
