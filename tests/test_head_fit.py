@@ -89,8 +89,10 @@ def _imbalanced(seed=0):
 
 
 def _balanced_weights(y: torch.Tensor) -> torch.Tensor:
-    counts = torch.bincount(y).float()
-    return len(y) / (len(counts) * counts)  # scikit-learn's class_weight="balanced"
+    """The weights a run passes for dataset.balance (scikit-learn's class_weight="balanced")."""
+    from transferlab.tasks.train import class_weights
+
+    return torch.tensor(class_weights(y.tolist(), int(y.max()) + 1))
 
 
 @pytest.mark.parametrize("l2", [0.003, 0.3])

@@ -228,15 +228,14 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
         for f, (train_idx, _) in enumerate(_folds(y_np, g_np, k, seed)):
             train_mask[f, torch.as_tensor(train_idx, device=x.device)] = 1.0
         train_mask *= row_weight  # a row's weight in its fold's fit (and, held out, in its score)
-        results = _cross_validate(span[0].expand(k, -1, -1), y, train_mask, grid, classes, max_iter,
-                                  row_weight=row_weight)
+        results = _cross_validate(span[0].expand(k, -1, -1), y, train_mask, row_weight, grid, classes, max_iter)
         fold_solutions = results[0][2]
         if len(tops) > 1:  # every fold of every mapping in one batched problem: they are small (m x classes wide)
             # the mapping is part of the fit: chosen inside each fold from its training rows only
             mapped = _padded([_source_inputs(source_logits, top, y, classes, mask > 0)[3]
                               for top in tops[1:] for mask in train_mask])
-            results += _cross_validate(mapped, y, train_mask.repeat(len(tops) - 1, 1), grid, classes, max_iter, k,
-                                       row_weight=row_weight)
+            results += _cross_validate(mapped, y, train_mask.repeat(len(tops) - 1, 1), row_weight, grid, classes,
+                                       max_iter, k)
         best_key = None
         for top, (accuracy, loss, _) in zip(tops, results, strict=True):
             # best accuracy; then lowest log-loss; then the stronger penalty (the larger l2)
@@ -288,11 +287,11 @@ def _padded(per_fold: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([F.pad(z, (0, width - z.shape[1])) for z in per_fold])
 
 
-def _cross_validate(folds_z: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor, grid: list[float],
-                    classes: int, max_iter: int, block: int | None = None, patience: int = 3,
-                    row_weight: torch.Tensor | None = None) -> list[tuple[dict, dict, dict]]:
+def _cross_validate(folds_z: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor, row_weight: torch.Tensor,
+                    grid: list[float], classes: int, max_iter: int, block: int | None = None,
+                    patience: int = 3) -> list[tuple[dict, dict, dict]]:
     """For each block of `block` problems (default: all of them; one block = one candidate's folds): the mean
-    held-out accuracy, the summed held-out log-loss (each row weighted by `row_weight`, default 1) and the block's
+    held-out accuracy, the summed held-out log-loss (each row weighted by `row_weight`) and the block's
     solutions (weights, biases) of every strength tried. `train_mask` holds each fold's training rows (> 0, their
     weights in its fit). The problems are independent in one batched objective: each L-BFGS step serves all.
 
@@ -301,7 +300,6 @@ def _cross_validate(folds_z: torch.Tensor, y: torch.Tensor, train_mask: torch.Te
     model overfits, and the weakest penalties are the slowest to solve (glmnet stops its path early likewise)."""
     problems = len(train_mask)
     block = block or problems
-    row_weight = torch.ones_like(train_mask[0]) if row_weight is None else row_weight
     held_out = ((train_mask == 0) * row_weight).reshape(-1, block, len(y))  # every row is held out once per block
     solution = None
     results = [({}, {}, {}) for _ in range(problems // block)]
