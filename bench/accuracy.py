@@ -15,8 +15,9 @@ For every data folder and backbone, one after the other (run it alone: two train
   `--arm-extra` of its label) in its own process, once per seed, reading its `summary.json`.
 
 Writes `bench/results/accuracy-<stamp>.md` and `.json`: best val accuracy (mean ± std over seeds, and each
-seed's), wall time, the time at which a run's val accuracy first reached the probe's, training images/s, and
-for head fits the fit's own seconds. A script, not a test.
+seed's), wall time (with `--cold-cache`, feature extraction included), the time at which a run's val accuracy
+first reached the probe's (and, with a `finetune` arm, that arm's mean best), training images/s, and for head
+fits the fit's own seconds. A script, not a test.
 """
 
 from __future__ import annotations
@@ -172,6 +173,9 @@ def main() -> None:
     parser.add_argument("--extra", default="", help="overrides for every train.py arm, e.g. 'dataset.batch_size=16'")
     parser.add_argument("--arm-extra", action="append", default=[],
                         help="overrides for one arm: 'lpft=trainer.max_epochs=5 ...' (repeatable)")
+    parser.add_argument("--cold-cache", action="store_true",
+                        help="every run builds its feature cache in its own directory, so the wall time of a head "
+                             "fit (frozen, lpft) includes the feature extraction a first run pays")
     parser.add_argument("--worker-probe", nargs=2, metavar=("DATA", "BACKBONE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker_probe:
@@ -205,8 +209,9 @@ def main() -> None:
                     label = parse_arm(arm)[0].replace("+", "_")
                     workdir = ROOT / "outputs" / "bench" / f"accuracy-{stamp}" / base["data"] / backbone / label
                     workdir = workdir / str(seed)
+                    cold = [f"paths.cache_dir={workdir / 'cache'}"] if args.cold_cache else []
                     run = run_arm(data, backbone, arm, seed, args.epochs,
-                                  shlex.split(args.extra) + arm_extra.get(parse_arm(arm)[0], []), workdir)
+                                  shlex.split(args.extra) + arm_extra.get(parse_arm(arm)[0], []) + cold, workdir)
                     if probe_acc is not None and run.get("history"):
                         run["reached_probe_s"] = reached(run["history"], probe_acc)
                     runs.append(run)

@@ -135,3 +135,27 @@ def test_keep_bn_stats_holds_every_batchnorm_still_while_its_weights_train(tmp_p
     assert not any(moved)
     norms, moved = norms_after_a_training_forward(_model(tmp_path / "drifting", tiny_folder, "finetune"))
     assert all(m.training for m in norms) and all(moved)
+
+
+def test_lpft_fast_experiment_fine_tunes_only_lite0s_last_five_stages_at_twice_the_tutorial_lr(tmp_path, tiny_folder):
+    from hydra.utils import instantiate
+
+    cfg = compose_config(tmp_path, ["experiment=lpft_fast", *shrink(tiny_folder, backbone="efficientnet_lite0")])
+    model = build_model(cfg, instantiate(cfg.dataset).class_names, None)
+    assert model.strategy.fits_head and len(model.stages) == 8
+    stage_of = {name: i for i, stage in enumerate(model.stages) for name in stage}
+
+    def trains(module_name):
+        return {p.requires_grad for p in model.backbone.get_submodule(module_name).parameters()}
+
+    assert all(trains(name) == {i >= 3} for name, i in stage_of.items())  # stem, blocks 0-1 frozen
+    assert all(p.requires_grad for p in model.head.parameters())
+    lrs = sorted(set(_lrs_by_param(model).values()))
+    assert lrs == pytest.approx([0.002 * cfg.dataset.batch_size / 4])
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    model.train()
+    norms = {name: m for name, m in model.backbone.named_modules() if isinstance(m, _BatchNorm)}
+    frozen = [name for name in norms if stage_of[name] < 3]
+    assert frozen and not any(norms[name].training for name in frozen)  # they keep their statistics
+    assert all(norms[name].training for name in norms if stage_of[name] >= 3)
