@@ -206,12 +206,13 @@ def main() -> None:
                 runs = []
                 for seed in seeds:
                     print(f"[accuracy] {base['data']} {backbone} {arm} seed {seed}", flush=True)
-                    label = parse_arm(arm)[0].replace("+", "_")
-                    workdir = ROOT / "outputs" / "bench" / f"accuracy-{stamp}" / base["data"] / backbone / label
-                    workdir = workdir / str(seed)
-                    cold = [f"paths.cache_dir={workdir / 'cache'}"] if args.cold_cache else []
-                    run = run_arm(data, backbone, arm, seed, args.epochs,
-                                  shlex.split(args.extra) + arm_extra.get(parse_arm(arm)[0], []) + cold, workdir)
+                    label = parse_arm(arm)[0]
+                    workdir = ROOT / "outputs" / "bench" / f"accuracy-{stamp}" / base["data"] / backbone
+                    workdir = workdir / label.replace("+", "_") / str(seed)
+                    overrides = shlex.split(args.extra) + arm_extra.get(label, [])
+                    if args.cold_cache:
+                        overrides.append(f"paths.cache_dir={workdir / 'cache'}")
+                    run = run_arm(data, backbone, arm, seed, args.epochs, overrides, workdir)
                     if probe_acc is not None and run.get("history"):
                         run["reached_probe_s"] = reached(run["history"], probe_acc)
                     runs.append(run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from tests.conftest import compose_config, shrink
 from transferlab.models.backbones import packaged_weights_path
@@ -119,8 +120,6 @@ def test_gradual_resumed_after_unfreezing_keeps_the_backbone_trainable_at_its_lr
 
 
 def test_keep_bn_stats_holds_every_batchnorm_still_while_its_weights_train(tmp_path, tiny_folder):
-    from torch.nn.modules.batchnorm import _BatchNorm
-
     def norms_after_a_training_forward(model):
         model.strategy.apply(model, model.stages, epoch=0)
         model.train()
@@ -152,8 +151,6 @@ def test_lpft_fast_experiment_fine_tunes_only_lite0s_last_five_stages_at_twice_t
     assert all(p.requires_grad for p in model.head.parameters())
     lrs = sorted(set(_lrs_by_param(model).values()))
     assert lrs == pytest.approx([0.002 * cfg.dataset.batch_size / 4])
-    from torch.nn.modules.batchnorm import _BatchNorm
-
     model.train()
     norms = {name: m for name, m in model.backbone.named_modules() if isinstance(m, _BatchNorm)}
     frozen = [name for name in norms if stage_of[name] < 3]
