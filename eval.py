@@ -5,7 +5,7 @@ import hydra
 from omegaconf import DictConfig
 
 from transferlab.config import register_resolvers
-from transferlab.tasks.errors import reported
+from transferlab.errors import reported
 from transferlab.tasks.evaluate import ClassMismatchError, RunDirError, run
 
 register_resolvers()  # before Hydra resolves paths (${launch_dir:}) and the run dir

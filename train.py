@@ -4,8 +4,8 @@ import hydra
 from omegaconf import DictConfig
 
 from transferlab.config import register_resolvers
-from transferlab.tasks.errors import reported
-from transferlab.tasks.job import run_job
+from transferlab.errors import reported
+from transferlab.jobs import run_job
 
 register_resolvers()  # before Hydra resolves paths (also the sweep dir, before any job runs)
 

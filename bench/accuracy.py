@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from transferlab.evaluation.stats import format_mean_std
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 DEFAULT_DATA = [SHARED / "hymenoptera_data", SHARED / "flowers12"]
@@ -41,24 +43,21 @@ PROBE_C = [10.0 ** (e / 2) for e in range(-8, 5)]  # the probe's grid: C 1e-4 ..
 def frozen_features(data: str, backbone: str):
     """(model, cached features) of `strategy=frozen` on `data` with `backbone`: the features are built and cached
     when missing, exactly as a run would."""
+    import torch
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.utils import instantiate
-    from lightning import Trainer
 
     from transferlab.config import register_resolvers
-    from transferlab.tasks.train import build_model, cached_features
+    from transferlab.tasks.train import build, feature_data
 
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["dataset=folder", f"dataset.root={data}", f"backbone={backbone}",
-                                          "strategy=frozen", f"paths.root_dir={ROOT}"])
-    images = instantiate(cfg.dataset)
-    images.prepare_data()
-    model = build_model(cfg, images.class_names, images.input_overrides)
-    images.set_input_spec(model.input_spec)
-    return model, cached_features(cfg, model, images, Trainer(accelerator="cpu", logger=False))
+                                          "strategy=frozen", f"paths.root_dir={ROOT}",
+                                          f"paths.output_dir={ROOT / 'outputs' / 'bench' / 'probe'}"])
+    built = build(cfg)
+    return built.model, feature_data(built.settings, built.model, built.datamodule, torch.device("cpu"))
 
 
 def probe_classifier(tol: float = 1e-4):
@@ -129,14 +128,6 @@ def mark_finetune_best(rows: list[dict]) -> None:
                 run["reached_finetune_s"] = reached(run["history"], target)
 
 
-def spread(values: list[float], digits: int = 4) -> str:
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
 HEADER = ["data", "backbone", "arm", "best val acc", "per seed", "wall time (s)", "reached probe at (s)",
           "reached finetune's best at (s)", "images/s", "head fit (s)"]
 
@@ -155,10 +146,12 @@ def table(results: list[dict], command: str) -> list[str]:
             reach_ft = [x["reached_finetune_s"] for x in ok if "reached_finetune_s" in x]
             fits = [x["head_fit_s"] for x in ok if x.get("head_fit_s") is not None]
             cells = [r["arm"] + ("" if len(ok) == len(r["runs"]) else f" ({len(r['runs']) - len(ok)} failed)"),
-                     spread(accs), ", ".join(f"{a:.4f}" for a in accs), spread([x["wall_s"] for x in ok], 1),
+                     format_mean_std(accs), ", ".join(f"{a:.4f}" for a in accs),
+                     format_mean_std([x["wall_s"] for x in ok], 1),
                      ", ".join("never" if v is None else f"{v:.0f}" for v in reach),
                      ", ".join("never" if v is None else f"{v:.0f}" for v in reach_ft),
-                     spread([x["images_per_s"] or 0.0 for x in ok], 1), spread(fits, 2) if fits else ""]
+                     format_mean_std([x["images_per_s"] or 0.0 for x in ok], 1),
+                     format_mean_std(fits, 2) if fits else ""]
         lines.append("| " + " | ".join([r["data"], r["backbone"], *cells]) + " |")
     return lines
 

@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 from accuracy import DEFAULT_DATA, frozen_features, probe_classifier, write_results
 
+from transferlab.evaluation.stats import mean_std
+
 
 def _accuracy(weight: torch.Tensor, bias: torch.Tensor, features) -> float:
     logits = features.val_features @ weight.T + bias
@@ -89,8 +91,9 @@ def _chose(row: dict) -> str:
     cv = "" if row["cv_accuracy"] is None else f", CV {row['cv_accuracy']:.4f}"
     spread = row.get("fold_seeds_val_acc")
     if spread:
-        spread = (f"; folds drawn with seeds 1-{len(spread)}: val {statistics.mean(spread):.4f} ± "
-                  f"{statistics.pstdev(spread):.4f} ({min(spread):.4f}-{max(spread):.4f})")
+        mean, std, _ = mean_std(spread, ddof=0)  # the population std over the splits, as this table always had
+        spread = (f"; folds drawn with seeds 1-{len(spread)}: val {mean:.4f} ± {std:.4f} "
+                  f"({min(spread):.4f}-{max(spread):.4f})")
     return f"{row['inputs']}, l2 {row['l2']:g}{cv}{spread or ''}"
 
 

@@ -27,9 +27,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from accuracy import DEFAULT_DATA, ROOT, parse_arm, run_arm, spread, write_results
+from accuracy import DEFAULT_DATA, ROOT, parse_arm, run_arm, write_results
 
-from transferlab.evaluation.stats import discordant, mcnemar_exact, paired_bootstrap_ci, read_predictions, verdict
+from transferlab.evaluation.stats import format_mean_std, paired_comparison, read_predictions
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -114,16 +114,14 @@ def main() -> None:
                 ok = [r for r in runs if r.get("status") == "ok"]
                 versus = ""
                 if balance != "none" and len(correct.get(balance, [])) == len(correct.get("none", [])) == len(ok):
-                    diff, lo, hi = paired_bootstrap_ci(correct[balance], correct["none"])
-                    p = mcnemar_exact(correct[balance], correct["none"])
-                    only_this, only_none = discordant(correct[balance], correct["none"])
-                    versus = (f"{diff * 100:+.1f} points [{lo * 100:+.1f}, {hi * 100:+.1f}], p = {p:.2f} "
-                              f"({only_this} / {only_none} images only one got right)")
-                    print("    " + verdict(balance, "none", diff, lo, hi, p), flush=True)
+                    c = paired_comparison(correct[balance], correct["none"], balance, "none")
+                    versus = (f"{c.diff * 100:+.1f} points [{c.lo * 100:+.1f}, {c.hi * 100:+.1f}], p = {c.p:.2f} "
+                              f"({c.a_only} / {c.b_only} images only one got right)")
+                    print("    " + c.sentence, flush=True)
                 results.append({"data": data.name, "arm": arm, "balance": balance, "runs": runs})
                 lines.append("| " + " | ".join([
-                    data.name, arm, balance, spread([r["val_acc"] for r in ok]),
-                    spread([r["balanced_acc"] for r in ok]), spread([r["cut_recall"] for r in ok]),
+                    data.name, arm, balance, format_mean_std([r["val_acc"] for r in ok]),
+                    format_mean_std([r["balanced_acc"] for r in ok]), format_mean_std([r["cut_recall"] for r in ok]),
                     ", ".join(f"{r['val_acc']:.4f}" for r in ok) + ("" if len(ok) == len(runs) else
                                                                     f" ({len(runs) - len(ok)} failed)"),
                     versus]) + " |")

@@ -21,7 +21,7 @@ import numpy as np
 from accuracy import write_results
 from tta import run_dir
 
-from transferlab.evaluation.stats import discordant, mcnemar_exact, paired_bootstrap_ci, read_predictions, verdict
+from transferlab.evaluation.stats import paired_comparison, read_predictions
 
 
 def arm_runs(spec: str) -> tuple[str, dict[int, dict[str, bool]]]:
@@ -52,18 +52,15 @@ def main() -> None:
     files = sorted(a[seeds[0]])
     correct_a = [np.array([a[s][f] for f in files], dtype=float) for s in seeds]
     correct_b = [np.array([b[s][f] for f in files], dtype=float) for s in seeds]
-    diff, lo, hi = paired_bootstrap_ci(correct_a, correct_b)
-    p = mcnemar_exact(correct_a, correct_b)
-    a_only, b_only = discordant(correct_a, correct_b)
-    sentence = verdict(name_a, name_b, diff, lo, hi, p)
+    c = paired_comparison(correct_a, correct_b, name_a, name_b)
     lines = [f"`python bench/paired.py {args.a} {args.b}`", "", "| seed | " + name_a + " | " + name_b + " |",
              "|---|---|---|"]
     lines += [f"| {s} | {x.mean():.4f} | {y.mean():.4f} |" for s, x, y in zip(seeds, correct_a, correct_b, strict=True)]
-    lines += ["", f"{len(files)} images x {len(seeds)} seeds; only {name_a} right: {a_only}, only {name_b} right: "
-              f"{b_only}", "", sentence]
+    lines += ["", f"{len(files)} images x {len(seeds)} seeds; only {name_a} right: {c.a_only}, only {name_b} right: "
+              f"{c.b_only}", "", c.sentence]
     stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    write_results(f"paired-{stamp}", {"argv": sys.argv[1:], "seeds": seeds, "a_only": a_only, "b_only": b_only,
-                                      "diff": diff, "ci": [lo, hi], "p": p, "verdict": sentence}, lines)
+    write_results(f"paired-{stamp}", {"argv": sys.argv[1:], "seeds": seeds, "a_only": c.a_only, "b_only": c.b_only,
+                                      "diff": c.diff, "ci": [c.lo, c.hi], "p": c.p, "verdict": c.sentence}, lines)
 
 
 if __name__ == "__main__":

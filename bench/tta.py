@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from accuracy import ROOT, spread, write_results
+from accuracy import ROOT, write_results
 
-from transferlab.evaluation.stats import discordant, mcnemar_exact, paired_bootstrap_ci, verdict
+from transferlab.evaluation.stats import format_mean_std, paired_comparison
 
 MODES = ("none", "flip")
 
@@ -67,23 +67,21 @@ def main() -> None:
                 for mode in MODES:
                     correct[mode].append(np.array([per_mode[mode][f] for f in files], dtype=float))
             flip, plain = correct["flip"], correct["none"]
-            diff, lo, hi = paired_bootstrap_ci(flip, plain)
-            p = mcnemar_exact(flip, plain)
+            c = paired_comparison(flip, plain, "tta=flip", "tta=none")
             rows.append({"data": result["data"], "backbone": result["backbone"], "arm": result["arm"],
                          "source": path.name, "seeds": len(runs),
-                         "acc_none": [float(c.mean()) for c in plain], "acc_flip": [float(c.mean()) for c in flip],
-                         "flip_only": discordant(flip, plain)[0], "none_only": discordant(flip, plain)[1],
-                         "diff": diff, "ci": [lo, hi], "p": p,
-                         "verdict": verdict("tta=flip", "tta=none", diff, lo, hi, p)})
+                         "acc_none": [float(x.mean()) for x in plain], "acc_flip": [float(x.mean()) for x in flip],
+                         "flip_only": c.a_only, "none_only": c.b_only, "diff": c.diff, "ci": [c.lo, c.hi], "p": c.p,
+                         "verdict": c.sentence})
             print("    ->", rows[-1]["verdict"], flush=True)
     command = "python bench/tta.py " + " ".join(str(p) for p in args.results)
     header = ["data", "backbone", "arm", "seeds", "tta=none", "tta=flip", "only flip right / only none right",
               "flip - none"]
     lines = [f"`{command}`", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        lines.append("| " + " | ".join([r["data"], r["backbone"], r["arm"], str(r["seeds"]), spread(r["acc_none"]),
-                                        spread(r["acc_flip"]), f"{r['flip_only']} / {r['none_only']}",
-                                        r["verdict"].split(": ", 1)[1]]) + " |")
+        lines.append("| " + " | ".join([r["data"], r["backbone"], r["arm"], str(r["seeds"]),
+                                        format_mean_std(r["acc_none"]), format_mean_std(r["acc_flip"]),
+                                        f"{r['flip_only']} / {r['none_only']}", r["verdict"].split(": ", 1)[1]]) + " |")
     write_results(f"tta-{stamp}", {"argv": sys.argv[1:], "results": rows}, lines)
 
 

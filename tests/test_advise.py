@@ -1,5 +1,6 @@
-"""The strategy advisor (`python -m transferlab.advise`, `strategy=auto`): exact size measures, the
-recommendation table as a pure function, the command line, and a training run that follows the advice."""
+"""The strategy advisor (`python -m transferlab.advise`, `strategy=auto`): exact size measures, the probe as
+the head `strategy=frozen` fits, the recommendation table as a pure function, the command line, and a training
+run that follows the advice; with -m slow, the advice on the real folders."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import compose_config, make_folder, shrink
-from transferlab import advise as advise_cli
-from transferlab.tasks import advise
-from transferlab.tasks.advise import RECOMMENDATIONS, SIMILARITIES, SIZES, Measures, Thresholds, recommend
+from tests.conftest import HYMENOPTERA, ROOT, compose_config, make_folder, shrink
+from transferlab import advise
+from transferlab.advise import RECOMMENDATIONS, SIMILARITIES, SIZES, Measures, Thresholds, recommend
+from transferlab.advise import __main__ as advise_cli
+from transferlab.config.schema import HeadFitConfig
+from transferlab.config.settings import RunSettings
+from transferlab.models.checkpoint import load_model
 
 
 @pytest.fixture
@@ -24,7 +28,7 @@ def uneven_folder(tmp_path: Path) -> Path:
 # --- measures ---------------------------------------------------------------------------------------------------
 def test_size_measures_are_exact_and_val_is_never_measured(tmp_path, uneven_folder):
     cfg = compose_config(tmp_path, shrink(uneven_folder))
-    measures, datamodule = advise.measure(cfg, Thresholds())
+    measures, datamodule = advise.measure(RunSettings.from_config(cfg), Thresholds())
     assert (measures.classes, measures.train_images) == (3, 27)
     assert (measures.per_class_min, measures.per_class_median, measures.imbalance) == (6, 9.0, 2.0)
     assert measures.chance == pytest.approx(12 / 27)
@@ -39,7 +43,10 @@ def test_probe_and_neighbours_see_separable_features():
     y = np.repeat(np.arange(3), 20)
     x = rng.normal(size=(60, 16)) + 4.0 * np.eye(16)[y]  # class k lights up dimension k
     got = advise.probe_measures(x, y)
-    assert got["probe_acc"] == 1.0 and got["knn_acc"] == 1.0 and got["folds"] == 5 and len(got["probe_c"]) == 5
+    assert got["probe_acc"] == 1.0 and got["knn_acc"] == 1.0 and got["folds"] == 5
+    # strategy=frozen's head fit: an l2 of its grid, chosen on the features (no pretrained classifier given)
+    assert got["probe_l2"] in HeadFitConfig().l2 and got["probe_inputs"] == "features"
+    assert set(got["probe_candidates"]) == {"features"} and got["probe_balanced"] is False
     assert advise.probe_measures(x[:41], y[:41]) == {}  # class 2 has one image: nothing to cross-validate
 
 
@@ -48,12 +55,48 @@ def test_normalised_by_chance():
     assert m.normalised(0.5) == 0.0 and m.probe_norm == pytest.approx(0.5) and m.knn_norm == 0.0
 
 
+def test_normalised_by_the_chance_of_the_images_measured():
+    """max_per_class can make the measured sample more balanced than the pool (elpv: 0.38 against 0.57); a
+    probe scored by balanced accuracy (dataset.balance) has chance 1/classes."""
+    m = _measures(per_class=100, probe=0.75, knn=0.5, classes=2)
+    m.chance, m.measured_chance = 0.8, 0.5
+    assert m.knn_norm == 0.0 and m.probe_norm == pytest.approx(0.5)
+    m.measured_chance, m.probe_balanced = 0.6, True
+    assert m.knn_norm == pytest.approx(-0.25) and m.probe_norm == pytest.approx(0.5)
+
+
+def test_the_probe_samples_at_most_max_per_class_images_of_a_class():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(2), [30, 10])
+    x = rng.normal(size=(40, 8)) + 3.0 * np.eye(8)[y]
+    got = advise.probe_measures(x, y, Thresholds(max_per_class=10))
+    assert got["probe_images"] == 20 and got["measured_chance"] == 0.5
+
+
+@pytest.mark.parametrize("balance", ["none", "loss"])
+def test_the_floor_is_the_cv_accuracy_of_the_head_strategy_frozen_fits(tmp_path, uneven_folder, balance):
+    """The point of the probe: the advisor's floor is what a `strategy=frozen` run reports for its head fit on
+    the same cached features (strength, inputs, CV accuracy; with dataset.balance, class-weighted alike)."""
+    from transferlab.tasks.train import train
+
+    overrides = shrink(uneven_folder, **{"dataset.balance": balance})
+    summary = train(compose_config(tmp_path, [*overrides, "strategy=frozen"]))
+    report = summary["head_fit"]
+    measures, _ = advise.measure(RunSettings.from_config(compose_config(tmp_path, overrides)), Thresholds())
+    assert measures.cache_hit is True  # the frozen run's cache entry: the same features
+    assert measures.probe_acc == pytest.approx(report["cv_accuracy"], abs=1e-9)
+    assert (measures.probe_l2, measures.probe_inputs, measures.folds) == (report["l2"], report["inputs"],
+                                                                          report["folds"])
+    assert measures.probe_balanced is (balance != "none") is report["balanced"]
+    assert recommend(measures).floor == measures.probe_acc
+
+
 # --- the recommendation, a pure function over measures ---------------------------------------------------------
 def _measures(per_class: float, probe: float | None, knn: float | None, classes: int = 10,
               imbalance: float = 1.0) -> Measures:
     return Measures(classes=classes, train_images=int(per_class * classes), per_class_min=int(per_class),
                     per_class_median=per_class, imbalance=imbalance, chance=1 / classes, probe_acc=probe,
-                    probe_std=0.0, knn_acc=knn, knn_k=5, folds=5)
+                    knn_acc=knn, knn_k=5, folds=5)
 
 
 @pytest.mark.parametrize(("per_class", "probe", "knn", "realm", "strategy", "settings"), [
@@ -112,7 +155,7 @@ def test_cli_prints_realm_recommendation_floor_and_sweep(tmp_path, uneven_folder
     out = capsys.readouterr().out
     assert "Realm:         few (9 images/class)" in out
     assert "Recommended:   strategy=frozen" in out
-    assert "Floor to beat: " in out and "Linear probe:  " in out
+    assert "Floor to beat: " in out and "Linear probe:  " in out and "strategy=frozen's head fit" in out
     assert "Neighbours:    4-NN" in out  # k <= the fewest images of a class in a training fold (6 - 2)
     assert (f"python train.py -m experiment=strategy_check dataset=folder dataset.root={uneven_folder} "
             "debug=tiny\n") in out
@@ -145,7 +188,9 @@ def test_auto_trains_with_the_recommended_settings_and_records_the_advice(tmp_pa
     cfg = compose_config(tmp_path, shrink(uneven_folder, strategy="auto", **{
         "+advise.few_per_class": 1, "+advise.similar": 1.01, "+advise.very_different": 1.01}))
     summary = train(cfg)
-    assert (cfg.strategy.name, cfg.strategy.trainable_stages, dict(cfg.strategy.train)) == ("partial", 3, {"head": 1.0})
+    strategy = load_model(summary["best_checkpoint"]).strategy  # what the model really trained under
+    assert (strategy.name, strategy.trainable_stages, strategy.train) == ("partial", 3, {"head": 1.0})
+    assert strategy.head_fit.seed == cfg.seed  # the chosen option follows the run's seed, as a composed one does
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     for record in (summary["advice"], saved["advice"]):
         assert (record["strategy"], record["settings"]) == ("partial", {"trainable_stages": 3})
@@ -160,6 +205,43 @@ def test_auto_that_picks_frozen_reuses_the_advisor_features(tmp_path, uneven_fol
     cfg = compose_config(tmp_path, shrink(uneven_folder, strategy="auto"))
     with caplog.at_level("INFO"):
         summary = train(cfg)
-    assert summary["advice"]["strategy"] == "frozen" and cfg.strategy.name == "frozen"
+    assert summary["advice"]["strategy"] == "frozen"
+    assert load_model(summary["best_checkpoint"]).strategy.name == "frozen"
+    assert [p["name"] for p in summary["phases"]] == ["fit_head"]
     assert len(list((tmp_path / "outputs" / "cache" / "features").glob("*.pt"))) == 1  # one entry, built once
     assert any("Loaded cached features" in r.getMessage() for r in caplog.records)
+
+
+# --- the real folders (-m slow; each skipped when its data is absent) -----------------------------------------
+DATASETS = (ROOT / ".." / "shared" / "datasets").resolve()
+REAL = {  # folder -> (size, similarity, strategy, settings) with EfficientNet-Lite0 (README: the advisor's table)
+    "hymenoptera_data": ("small", "similar", "frozen", {}),
+    "flowers12": ("small", "similar", "frozen", {}),
+    "elpv": ("small", "very different", "partial", {"trainable_stages": 3}),  # greyscale solar cells, imbalanced
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(REAL))
+def test_real_folders_get_the_documented_advice_and_frozen_reports_the_floor(tmp_path, name):
+    """Lite0's real features: the realm and the recommendation, and (where max_per_class keeps every image) the
+    floor equal to the cross-validated accuracy the `strategy=frozen` run reports, pretrained candidates and all."""
+    from transferlab.tasks.train import train
+
+    root = HYMENOPTERA if name == "hymenoptera_data" else DATASETS / name
+    if not (root / "train").is_dir():
+        pytest.skip(f"{root} not found")
+    overrides = ["dataset=folder", f"dataset.root={root}", "backbone=efficientnet_lite0", "dataset.num_workers=0",
+                 "trainer.enable_progress_bar=false"]  # as `python -m transferlab.advise <root>` composes it
+    measures, _ = advise.measure(RunSettings.from_config(compose_config(tmp_path, overrides)), Thresholds())
+    advice = recommend(measures)
+    size, similarity, strategy, settings = REAL[name]
+    assert (advice.size, advice.similarity) == (size, similarity), advice.realm
+    assert (advice.recommendation.strategy, advice.recommendation.settings) == (strategy, settings)
+    assert measures.imagenet_confidence is not None and len(measures.probe_candidates) == 3  # features, top 1, 5
+    if measures.probe_images < measures.train_images:  # elpv: 500 of its 1131 and 537, all 222 and 80
+        assert measures.probe_images == 1302 and measures.measured_chance == pytest.approx(500 / 1302)
+        return
+    report = train(compose_config(tmp_path, [*overrides, "strategy=frozen"]))["head_fit"]
+    assert measures.probe_acc == pytest.approx(report["cv_accuracy"], abs=1e-3)  # threads: at most an image
+    assert measures.probe_inputs == report["inputs"]

@@ -185,8 +185,8 @@ TOOLS = [("eval.py", "ckpt"), ("predict.py", "safetensors"), ("export.py", "ckpt
 @pytest.mark.parametrize("tool,kind", TOOLS)
 def test_each_tools_task_refuses_a_hostile_file_with_one_line_and_status_2(tmp_path, tiny_folder, capsys, tool,
                                                                            kind):
+    from transferlab.errors import EXIT_USER_ERROR, reported
     from transferlab.tasks import evaluate, export, predict
-    from transferlab.tasks.errors import EXIT_USER_ERROR, reported
 
     marker, path, field, overrides = _hostile_args(tool, tmp_path, tiny_folder, kind)
     task, extra_errors = {"eval.py": (evaluate.run, (evaluate.ClassMismatchError, evaluate.RunDirError)),

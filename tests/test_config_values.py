@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, compose_config
-from transferlab.config.checks import ConfigValueError, check_train_config
+from transferlab.config.checks import ConfigValueError
+from transferlab.config.settings import RunSettings
 
 
 @pytest.mark.parametrize("override,key", [
@@ -25,7 +26,7 @@ from transferlab.config.checks import ConfigValueError, check_train_config
 def test_out_of_range_values_are_refused_naming_the_key(tmp_path, override, key):
     cfg = compose_config(tmp_path, override.split())
     with pytest.raises(ConfigValueError) as err:
-        check_train_config(cfg)
+        RunSettings.from_config(cfg)
     assert str(err.value).startswith(f"{key}=")
 
 
@@ -34,11 +35,11 @@ def test_a_dataset_root_that_is_a_file_is_named(tmp_path):
     not_a_folder.write_bytes(b"PK")
     cfg = compose_config(tmp_path, ["dataset=folder", f"dataset.root={not_a_folder}"])
     with pytest.raises(ConfigValueError, match="dataset.root=.*is a file"):
-        check_train_config(cfg)
+        RunSettings.from_config(cfg)
 
 
 def test_the_defaults_pass(tmp_path):
-    check_train_config(compose_config(tmp_path))
+    RunSettings.from_config(compose_config(tmp_path))
 
 
 @pytest.mark.slow  # a train.py subprocess; test_out_of_range_values_are_refused_naming_the_key checks in process

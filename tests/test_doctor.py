@@ -243,7 +243,7 @@ def test_report_callback_reads_the_report_through_the_cached_features_datamodule
     cached = CachedFeatureDataModule(images, torch.nn.Identity(), {}, str(tmp_path / "cache"))
     trainer = L.Trainer(default_root_dir=str(tmp_path / "run"), logger=False, enable_progress_bar=False)
     trainer.datamodule = cached
-    DatasetReportCallback().on_fit_start(trainer, None)
+    DatasetReportCallback().setup(trainer, None, "fit")
     report = json.loads((tmp_path / "run" / "dataset_report.json").read_text())
     assert set(report["skipped"]) == BAD["unreadable"] | BAD["too_large"]
     # The rest of what callbacks read, passed through unchanged (the dashboards' grid needs val_files).

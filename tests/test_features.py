@@ -9,11 +9,10 @@ import sys
 
 import pytest
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 
 from tests.conftest import ROOT, compose_config, shrink
 from transferlab.config.checks import ConfigValueError
+from transferlab.config.settings import RunSettings
 from transferlab.tasks.train import train
 
 # For the tests about which cache entries exist: the entry is written before the first training step, so one
@@ -158,5 +157,5 @@ def test_cache_images_disk_trains_and_a_second_run_skips_decoding(tmp_path, tiny
 
 def test_cache_images_rejects_unknown_values(tmp_path, tiny_folder):
     cfg = compose_config(tmp_path, shrink(tiny_folder, **{"dataset.cache_images": "ssd"}))
-    with pytest.raises(InstantiationException, match=r"dataset.cache_images='ssd'.*memory.*disk"):
-        instantiate(cfg.dataset)
+    with pytest.raises(ConfigValueError, match=r"dataset.cache_images='ssd'.*memory.*disk"):
+        RunSettings.from_config(cfg)

@@ -10,7 +10,7 @@ from hydra.types import RunMode
 from omegaconf import read_write
 
 from tests.conftest import compose_config
-from transferlab.tasks.job import run_job
+from transferlab.jobs import run_job
 
 
 def _trainer_config(tmp_path, monkeypatch, overrides: list[str], num: int, gpus: int, mode=RunMode.MULTIRUN):
@@ -38,7 +38,7 @@ JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=4"]
 
 @pytest.mark.parametrize("num, gpu", [(0, 0), (1, 1), (3, 3), (5, 1)])
 def test_each_parallel_job_gets_its_own_gpu(tmp_path, monkeypatch, caplog, num, gpu):
-    caplog.set_level("INFO", logger="transferlab.tasks.job")
+    caplog.set_level("INFO", logger="transferlab.jobs")
     assert _trainer_config(tmp_path, monkeypatch, JOBLIB, num, gpus=4) == ("gpu", [gpu])
     assert f"job {num} trains on GPU {gpu} (trainer.devices=[{gpu}])" in caplog.text
 

@@ -3,6 +3,8 @@ features only) is scikit-learn's logistic regression at the same strength, and `
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from tests.test_dashboards import events
 from transferlab.config.checks import ConfigValueError
 from transferlab.data.features import load_features
 from transferlab.models.checkpoint import load_model
+from transferlab.models.feature_head import MIN_DELTA
 from transferlab.models.linear_fit import SourceHead, fit_linear_head, penalised_loss
 
 
@@ -189,7 +192,9 @@ def test_frozen_run_is_the_fit_and_matches_sklearn_on_its_cached_features(tmp_pa
                           "trainer.limit_val_batches": "null"})
     summary = train(compose_config(tmp_path / "frozen", overrides))
     report = summary["head_fit"]
-    assert summary["epochs"] == 1 and summary["best_checkpoint"]  # one fit, validated and checkpointed
+    # one phase, no SGD epoch: the head solved, validated and checkpointed
+    assert [p["name"] for p in summary["phases"]] == ["fit_head"] and summary["epochs"] == 0
+    assert summary["best_epoch"] == -1 and Path(summary["best_checkpoint"]).name.startswith("head_fit-acc")
     assert report["folds"] == 5 and report["rows"] == report["images"] == 24
     assert report["l2"] in [float(v) for v in report["cv_scores"]]
     (cache,) = (tmp_path / "cache" / "features").glob("*.pt")
@@ -233,13 +238,30 @@ def test_a_balanced_frozen_run_is_sklearns_class_weighted_fit(tmp_path, capsys):
     assert "cross-validated class-balanced accuracy on train" in capsys.readouterr().out
 
 
-def test_a_head_fit_needs_a_linear_head(tmp_path, tiny_folder):
+def test_frozen_with_an_mlp_head_trains_it_on_the_cached_features_by_minibatch_epochs(tmp_path, tiny_folder):
+    """head=mlp is not solved: it is trained on the cached features, its epochs chosen on held-out *training*
+    images, and the checkpoint is that head on the frozen backbone."""
     from transferlab.tasks.train import train
 
-    cfg = compose_config(tmp_path, shrink(tiny_folder, strategy="frozen", head="mlp"))
-    with pytest.raises(ConfigValueError, match=r"head='mlp'.*head=linear.*strategy.head_fit.enabled=false"):
-        train(cfg)
-    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any data or model
+    overrides = shrink(tiny_folder, strategy="frozen", head="mlp", **{
+        "paths.cache_dir": tmp_path / "cache", "trainer.limit_val_batches": "null",
+        "strategy.head_fit.training.max_epochs": 30, "strategy.head_fit.training.patience": 5})
+    summary = train(compose_config(tmp_path / "mlp", overrides))
+    report = summary["head_fit"]
+    assert report["solver"] == "minibatch" and report["refit"] is True
+    assert 1 <= report["epochs"] <= 30 and len(report["holdout_curve"]) >= report["epochs"]
+    curve = report["holdout_curve"]  # the epochs of the lowest held-out loss (to within MIN_DELTA)
+    assert curve[report["epochs"] - 1] == pytest.approx(min(curve), abs=MIN_DELTA + 1e-5)
+    assert all(v > curve[report["epochs"] - 1] - MIN_DELTA - 1e-5 for v in curve[report["epochs"]:])
+    assert report["rows"] == report["images"] == 24 and [p["name"] for p in summary["phases"]] == ["fit_head"]
+    (cache,) = (tmp_path / "cache" / "features").glob("*.pt")
+    data = load_features(cache)
+    model = load_model(summary["best_checkpoint"])
+    assert [type(m).__name__ for m in model.head if m.__class__.__name__ == "Linear"] == ["Linear", "Linear"]
+    with torch.no_grad():  # the checkpoint's head on the raw cached features is the run's val accuracy
+        accuracy = float((model.forward_head(data["val"]).argmax(1) == data["val_labels"]).float().mean())
+    assert summary["val/acc_best"] == pytest.approx(accuracy, abs=1e-6)
+    assert summary["val/acc_best"] > 0.9  # the tiny folder's colours separate
 
 
 def test_frozen_without_head_fit_trains_its_head_by_sgd_epochs(tmp_path, tiny_folder):
@@ -257,8 +279,8 @@ class _HeadAtStart(L.Callback):
 
 
 def test_lpft_fine_tunes_from_the_fitted_head_and_a_resumed_run_does_not_refit(tmp_path, tiny_folder, monkeypatch):
-    from transferlab.models import classifier
     from transferlab.tasks.train import train
+    from transferlab.training import fit_head as fit_head_phase
 
     settings = {"paths.cache_dir": tmp_path / "cache", "callbacks.early_stopping": "null", "trainer.max_epochs": 1,
                 "strategy.head_fit.source_classes": "[]",  # the features only, as `expected` below
@@ -282,7 +304,7 @@ def test_lpft_fine_tunes_from_the_fitted_head_and_a_resumed_run_does_not_refit(t
     def refit(*args, **kwargs):
         raise AssertionError("a resumed LP-FT run fitted its head again")
 
-    monkeypatch.setattr(classifier, "fit_linear_head", refit)
+    monkeypatch.setattr(fit_head_phase, "fit_linear_head", refit)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     resumed = train(compose_config(tmp_path, [*overrides, "trainer.max_epochs=2", f"ckpt_path={last}"]))
     assert resumed["epochs"] == 2 and resumed["head_fit"] == first["head_fit"]
@@ -318,8 +340,8 @@ def test_a_head_fit_uses_every_training_row_whatever_limit_train_batches_says(tm
 
 def test_the_runs_seed_draws_the_cross_validation_folds(tmp_path, tiny_folder, monkeypatch):
     """`seed=1,2,3` must vary a frozen head's CV split too, or `frozen` shows no spread over seeds at all."""
-    from transferlab.models import classifier
     from transferlab.tasks.train import train
+    from transferlab.training import fit_head as fit_head_phase
 
     seeds = []
 
@@ -327,7 +349,7 @@ def test_the_runs_seed_draws_the_cross_validation_folds(tmp_path, tiny_folder, m
         seeds.append(kwargs["seed"])
         return fit_linear_head(*args, **kwargs)
 
-    monkeypatch.setattr(classifier, "fit_linear_head", recording)
+    monkeypatch.setattr(fit_head_phase, "fit_linear_head", recording)
     for seed in (7, 8):
         train(compose_config(tmp_path / str(seed), shrink(tiny_folder, strategy="frozen", seed=seed)))
     assert seeds == [7, 8]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import ROOT
@@ -11,12 +13,15 @@ SRC = ROOT / "src"
 
 # Lower number = lower layer. A module may import its own layer or any lower one.
 LAYERS = {
-    "transferlab.config": 0, "transferlab.files": 0, "transferlab.provenance": 0,
+    "transferlab.config": 0, "transferlab.files": 0, "transferlab.provenance": 0, "transferlab.errors": 0,
+    "transferlab.record": 0,
     "transferlab.data": 1,
     "transferlab.models": 2, "transferlab.evaluation": 2,
     "transferlab.callbacks": 3, "transferlab.inference": 3, "transferlab.sweep_report": 3,
-    "transferlab.tasks": 4,
-    "transferlab": 5,  # the package's lazy `load_classifier`
+    "transferlab.jobs.repetitions": 3,  # the repetitions' directory names, which the sweep report reads
+    "transferlab.training": 4, "transferlab.advise": 4,  # the phases a task runs; the advisor a task asks
+    "transferlab.tasks": 5, "transferlab.jobs": 5,
+    "transferlab": 6,  # the package's lazy `load_classifier`
 }
 NEVER = {("transferlab.data", "transferlab.models"), ("transferlab.models", "hydra")}
 
@@ -89,3 +94,14 @@ def test_no_import_cycles_between_modules():
         if module not in state:
             visit(module, [module])
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_sweep_report_and_the_job_runner_import_no_torch_lightning_or_matplotlib():
+    """`python -m transferlab.sweep_report` and the multirun's Hydra callback start without the heavy libraries
+    (matplotlib loads when the plot is drawn, torch and Lightning when a job trains)."""
+    heavy = ("torch", "lightning", "matplotlib", "torchmetrics", "torchvision", "timm")
+    code = ("import sys, transferlab.sweep_report, transferlab.jobs; "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

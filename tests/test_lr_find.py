@@ -7,10 +7,10 @@ import json
 import lightning as L
 import pytest
 import torch
-from hydra.utils import instantiate
 
 from tests.conftest import compose_config, shrink
-from transferlab.tasks.train import build_model, find_lr, train
+from transferlab.tasks.train import build, train, tuner
+from transferlab.training.fit import find_lr
 
 FINDER = {"tune.lr_find": "true", "tune.num_training": 50, "strategy": "finetune"}
 
@@ -18,12 +18,11 @@ FINDER = {"tune.lr_find": "true", "tune.num_training": 50, "strategy": "finetune
 def test_the_finder_restores_weights_and_loop_state(tmp_path, tiny_folder):
     cfg = compose_config(tmp_path, shrink(tiny_folder, **FINDER))
     L.seed_everything(cfg.seed)
-    data = instantiate(cfg.dataset)
-    model = build_model(cfg, data.class_names, data.input_overrides)
-    data.set_input_spec(model.input_spec)
-    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    built = build(cfg)
+    data, model = built.datamodule, built.model
+    trainer = tuner(built.settings)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    found = find_lr(cfg, model, data, trainer)
+    found = find_lr(trainer, model, data, built.settings.tune, built.settings.seed)
     after = model.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)  # every weight and buffer (BatchNorm stats too)

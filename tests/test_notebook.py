@@ -13,7 +13,6 @@ from tests.conftest import HYMENOPTERA, ROOT, requires_hymenoptera
 NOTEBOOK = ROOT / "notebooks" / "transfer_learning_walkthrough.ipynb"
 # Small enough for CI on 2 CPU cores (measured ~4 min), still a real run of every cell.
 FAST = {
-    "TRANSFERLAB_NB_FROZEN_EPOCHS": "2",
     "TRANSFERLAB_NB_FINETUNE_EPOCHS": "1",
     "TRANSFERLAB_NB_LIMIT_TRAIN_BATCHES": "0.25",
     "TRANSFERLAB_NB_IMAGE_SIZE": "160",

@@ -83,7 +83,7 @@ def _job(tmp_path, overrides):
 def test_a_job_repeated_on_two_seeds_returns_the_mean_of_their_val_acc_best(tmp_path, tiny_folder):
     import statistics
 
-    from transferlab.tasks.job import run_job
+    from transferlab.jobs import run_job
 
     cfg = _job(tmp_path, shrink(tiny_folder, **{"+repeat.seeds": "[1,2]", "logger": "none",
                                                 "callbacks.dashboards": "null", "trainer.max_epochs": 2}))
@@ -101,7 +101,7 @@ def test_a_job_repeated_on_two_seeds_returns_the_mean_of_their_val_acc_best(tmp_
 
 
 def test_repeat_folds_runs_each_fold_in_its_own_directory(tmp_path, tiny_folder):
-    from transferlab.tasks.job import run_job
+    from transferlab.jobs import run_job
 
     cfg = _job(tmp_path, shrink(tiny_folder, **{"+repeat.folds": 3, "+repeat.seeds": "[5]"}))
     seen = []
@@ -115,7 +115,7 @@ def test_repeat_folds_runs_each_fold_in_its_own_directory(tmp_path, tiny_folder)
 
 
 def test_a_failing_repetition_fails_the_job(tmp_path, tiny_folder):
-    from transferlab.tasks.job import run_job
+    from transferlab.jobs import run_job
 
     cfg = _job(tmp_path, shrink(tiny_folder, **{"+repeat.seeds": "[1,2,3]"}))
     calls = []

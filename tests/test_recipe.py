@@ -9,22 +9,22 @@ import json
 import lightning as L
 import pytest
 import torch
-from hydra.utils import instantiate
 from torch.nn import functional as F
 
 from tests.conftest import compose_config, make_folder, run_script, shrink
 from transferlab.callbacks.ema import WarmupEMA, warmup_ema_avg_fn
-from transferlab.config.checks import ConfigValueError, check_train_config
+from transferlab.config.checks import ConfigValueError
+from transferlab.config.settings import RunSettings
 from transferlab.data.loaders import EpochSampler
 from transferlab.inference import load_classifier
 from transferlab.models.checkpoint import load_model
 from transferlab.models.schedules import warmup_cosine
-from transferlab.tasks.train import build_model, class_weights, train
+from transferlab.tasks.train import build, class_weights, settings_of, train
 
 
 def _model(cfg):
-    data = instantiate(cfg.dataset)
-    return build_model(cfg, data.class_names, data.input_overrides, train_labels=data.train_labels), data
+    built = build(cfg)
+    return built.model, built.datamodule
 
 
 # --- composition -------------------------------------------------------------------------------------------------
@@ -56,7 +56,7 @@ def test_strong_recipe_picks_its_optimizer_and_schedule_but_the_command_line_win
 def test_out_of_range_recipe_values_are_refused_by_name(tmp_path, tiny_folder, override, key):
     cfg = compose_config(tmp_path, [*shrink(tiny_folder), override])
     with pytest.raises(ConfigValueError, match=key.replace(".", r"\.")):
-        check_train_config(cfg)
+        RunSettings.from_config(cfg)
 
 
 # --- the schedule ------------------------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def test_balanced_sampler_draws_classes_equally_and_replays_an_epoch():
 
 def test_balance_sampler_runs_end_to_end(tmp_path):
     folder = make_folder(tmp_path / "data", {"train": {"ant": 10, "bee": 2}, "val": {"ant": 3, "bee": 3}})
-    data = instantiate(compose_config(tmp_path, shrink(folder, **{"dataset.balance": "sampler"})).dataset)
+    data = settings_of(compose_config(tmp_path, shrink(folder, **{"dataset.balance": "sampler"}))).build_datamodule()
     weights = data.sample_weights(data.train_labels)
     assert weights.tolist() == pytest.approx([0.1] * 10 + [0.5] * 2)
     summary = train(compose_config(tmp_path, shrink(folder, **{"dataset.balance": "sampler"})))

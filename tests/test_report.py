@@ -355,6 +355,23 @@ def test_a_repeat_job_is_reported_as_its_repetitions(tmp_path):
     assert float(rows["frozen"]["val_acc_best_mean"]) == pytest.approx(0.85)
 
 
+def test_repetition_directories_are_named_and_parsed_in_one_place():
+    """The job runner names a repetition's directory and the report reads the seed and fold back from it, with
+    the same pair of functions (transferlab.jobs.repetitions)."""
+    from omegaconf import OmegaConf
+
+    from transferlab.jobs.repetitions import RepDir, parse_rep_dir, rep_dir_name, repetitions
+
+    reps = repetitions(OmegaConf.create({"repeat": {"seeds": [1, -2], "folds": 3}}))
+    assert [name for name, _ in reps][:4] == ["rep_seed1_fold0", "rep_seed1_fold1", "rep_seed1_fold2",
+                                             "rep_seed-2_fold0"]
+    for name, changes in reps:
+        assert parse_rep_dir(name) == RepDir(changes["seed"], changes["dataset.fold"])
+    assert rep_dir_name(7, None) == "rep_seed7" and rep_dir_name(None, 0) == "rep_fold0"
+    assert parse_rep_dir("rep_seed7") == (7, None) and parse_rep_dir("rep_fold0") == (None, 0)
+    assert [parse_rep_dir(n) for n in ("0", "rep_seedx", "rep_fold0_seed1", "prep_seed1")] == [None] * 4
+
+
 def test_a_job_no_better_than_chance_is_flagged_in_the_job_table(tmp_path):
     sweep = tmp_path / "chance"
     make_job(sweep, 0, ["optimizer.lr=0.008"], ok(0.95, 10.0, chance_acc=0.54, learned=True))

@@ -1,16 +1,23 @@
-"""evaluation/stats.py against direct computations: paired bootstrap, exact McNemar, the verdict sentence."""
+"""evaluation/stats.py against direct computations: paired bootstrap, exact McNemar, the verdict sentence, the
+whole paired comparison, and the mean ± std of repetitions."""
 
 from __future__ import annotations
+
+import statistics
 
 import numpy as np
 import pytest
 from scipy.stats import binomtest
 
 from transferlab.evaluation.stats import (
+    PairedComparison,
     discordant,
+    format_mean_std,
     format_p,
     mcnemar_exact,
+    mean_std,
     paired_bootstrap_ci,
+    paired_comparison,
     predictions_csv,
     read_predictions,
     verdict,
@@ -112,3 +119,58 @@ def test_predictions_csv_round_trip(tmp_path):
     (tmp_path / "other.csv").write_text("x,y\n1,2\n")
     with pytest.raises(ValueError, match="not a val_predictions.csv"):
         read_predictions(tmp_path / "other.csv")
+
+
+def test_paired_comparison_is_the_interval_the_test_the_counts_and_the_sentence_at_once():
+    reps = [pair(seed=s) for s in range(3)]
+    a, b = [r[0] for r in reps], [r[1] for r in reps]
+    got = paired_comparison(a, b, "frozen", "finetune", n_boot=2000, seed=5, level=0.9, what="these images")
+    assert isinstance(got, PairedComparison)
+    diff, lo, hi = paired_bootstrap_ci(a, b, n_boot=2000, seed=5, level=0.9)
+    assert (got.diff, got.lo, got.hi) == (diff, lo, hi)
+    assert (got.a_only, got.b_only) == (45, 15)
+    assert got.p == pytest.approx(binomtest(15, 60, 0.5).pvalue, rel=1e-12)  # reference: scipy, not our code
+    assert got.sentence == verdict("frozen", "finetune", diff, lo, hi, got.p, level=0.9, what="these images")
+    assert got.sentence.startswith("`frozen` vs `finetune`: +5.0 points, 90% CI [")
+    with pytest.raises(AttributeError):
+        got.p = 0.5  # frozen: a result, not a scratch pad
+
+
+def test_paired_comparison_with_folds_passes_the_val_sets_on():
+    a1, b1 = pair(n=100, a_only=10, b_only=0, both=80)
+    a2, b2 = pair(n=120, a_only=0, b_only=4, both=100)
+    got = paired_comparison([a1, a2], [b1, b2], n_boot=1000, val_sets=["fold0", "fold1"])
+    assert (got.diff, got.lo, got.hi) == paired_bootstrap_ci([a1, a2], [b1, b2], n_boot=1000,
+                                                             val_sets=["fold0", "fold1"])
+    assert (got.a_only, got.b_only) == (10, 4)
+    assert got.p == pytest.approx(binomtest(10, 14, 0.5).pvalue, rel=1e-12)
+    assert got.sentence.startswith("`A` vs `B`: ")
+
+
+@pytest.mark.parametrize("values", [[0.9903, 0.9879, 0.9927], [1.0, 2.0], [0.1, 0.2, 0.3, 0.4, 0.55, 0.7]])
+def test_mean_std_is_the_mean_and_the_sample_std(values):
+    mean, std, n = mean_std(values)
+    assert n == len(values)
+    assert mean == statistics.fmean(values) and mean == pytest.approx(sum(values) / len(values), rel=1e-15)
+    assert std == statistics.stdev(values)
+    assert std == pytest.approx(float(np.std(values, ddof=1)), rel=1e-12)  # n - 1, not n
+    assert mean_std(values, ddof=0)[1] == pytest.approx(float(np.std(values)), rel=1e-12)
+    assert mean_std(iter(values)) == (mean, std, n)  # any iterable
+
+
+def test_mean_std_of_one_value_has_std_zero_and_of_none_refuses():
+    assert mean_std([0.75]) == (0.75, 0.0, 1)
+    assert mean_std([3]) == (3.0, 0.0, 1) and isinstance(mean_std([3])[0], float)
+    with pytest.raises(ValueError, match="no values"):
+        mean_std([])
+    with pytest.raises(ValueError, match="ddof"):
+        mean_std([1.0, 2.0], ddof=2)
+
+
+def test_format_mean_std():
+    values = [0.9903, 0.9879, 0.9927]
+    assert format_mean_std(values) == f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+    assert format_mean_std(values) == "0.9903 ± 0.0024"
+    assert format_mean_std([100.0, 110.0, 120.0], 1) == "110.0 ± 10.0"
+    assert format_mean_std([0.5]) == "0.5000"
+    assert format_mean_std([]) == "n/a"

@@ -9,15 +9,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from tests.conftest import compose_config, shrink
 from transferlab.models.backbones import packaged_weights_path
-from transferlab.tasks.train import build_model, train
+from transferlab.tasks.train import build, train
 
 
 def _model(tmp_path, folder, strategy, *extra):
-    from hydra.utils import instantiate
-
     cfg = compose_config(tmp_path, [*shrink(folder, strategy=strategy), *extra])
-    dm = instantiate(cfg.dataset)
-    return build_model(cfg, dm.class_names, dm.input_overrides)
+    return build(cfg).model
 
 
 def _lrs_by_param(model):
@@ -55,12 +52,11 @@ def test_gradual_backbone_is_in_the_optimizer_from_the_start_but_frozen_until_un
 
 
 def test_scratch_uses_random_init_of_the_same_architecture(tmp_path, tiny_folder):
-    from hydra.utils import instantiate
 
     def lite0(strategy):
         overrides = shrink(tiny_folder, strategy=strategy, backbone="efficientnet_lite0")
         cfg = compose_config(tmp_path, overrides)  # the default backbone: efficientnet_lite0, real weights
-        return build_model(cfg, instantiate(cfg.dataset).class_names, None)
+        return build(cfg).model
 
     pretrained, scratch = lite0("finetune"), lite0("scratch")
     source = torch.load(packaged_weights_path("efficientnet_lite0"), map_location="cpu", weights_only=True)
@@ -96,13 +92,11 @@ def test_gradual_resumed_after_unfreezing_keeps_the_backbone_trainable_at_its_lr
     ckpt = torch.load(first["last_checkpoint"], map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 1  # taken after the unfreeze point
 
-    from hydra.utils import instantiate
 
     cfg = compose_config(tmp_path / "b", shrink(tiny_folder, **common, **{"trainer.max_epochs": 3,
                                                                            "ckpt_path": first["last_checkpoint"]}))
-    dm = instantiate(cfg.dataset)
-    model = build_model(cfg, dm.class_names, dm.input_overrides)
-    dm.set_input_spec(model.input_spec)
+    built = build(cfg)
+    dm, model = built.datamodule, built.model
     assert not any(p.requires_grad for p in model.backbone.parameters())  # a fresh model starts frozen
     probe = _Probe()
     trainer = L.Trainer(max_epochs=3, limit_train_batches=3, limit_val_batches=1, logger=False,
@@ -137,10 +131,9 @@ def test_keep_bn_stats_holds_every_batchnorm_still_while_its_weights_train(tmp_p
 
 
 def test_lpft_fast_experiment_fine_tunes_only_lite0s_last_five_stages_at_twice_the_tutorial_lr(tmp_path, tiny_folder):
-    from hydra.utils import instantiate
 
     cfg = compose_config(tmp_path, ["experiment=lpft_fast", *shrink(tiny_folder, backbone="efficientnet_lite0")])
-    model = build_model(cfg, instantiate(cfg.dataset).class_names, None)
+    model = build(cfg).model
     assert model.strategy.fits_head and len(model.stages) == 8
     stage_of = {name: i for i, stage in enumerate(model.stages) for name in stage}
 

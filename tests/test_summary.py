@@ -12,12 +12,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics import MaxMetric
 
-from transferlab.callbacks.summary import RunSummary, _head_fit_lines
+from transferlab.callbacks.summary import RunSummary
+from transferlab.record import head_fit_lines as _head_fit_lines
+from transferlab.record import report_lines
 
 SUMMARY_KEYS = {"status", "val/acc_best", "best_epoch", "val/loss", "epochs", "wall_time_s", "train_images_per_s",
                 "train_phase_s", "train_phase_images_per_s", "trainable_params", "total_params", "classes",
                 "best_checkpoint", "last_checkpoint", "peak_memory_mb", "device", "precision", "seed", "versions",
-                "git", "val_history", "head_fit", "chance_acc", "learned"}
+                "git", "val_history", "head_fit", "chance_acc", "learned", "phases"}
 
 
 class Scripted(L.LightningModule):
@@ -53,14 +55,25 @@ class Scripted(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
-def fit(tmp_path, accs: list[float], epochs: int, ckpt_path: str | None = None, labels=(0, 0, 0, 0)) -> RunSummary:
+class Fitted:
+    """What the training task does after fit: the record from RunSummary, printed and written."""
+
+    def __init__(self, trainer: L.Trainer, model: L.LightningModule, monitor: RunSummary, run_dir) -> None:
+        record = monitor.record(trainer, model)
+        print("\n".join(report_lines(record)))
+        record.write(run_dir)
+        self.summary = record.to_dict()
+
+
+def fit(tmp_path, accs: list[float], epochs: int, ckpt_path: str | None = None, labels=(0, 0, 0, 0)) -> Fitted:
     data = DataLoader(TensorDataset(torch.ones(4, 2), torch.tensor(labels)), batch_size=2)
     summary = RunSummary()
     trainer = L.Trainer(max_epochs=epochs, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=1,
                         callbacks=[summary, ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)])
-    trainer.fit(Scripted(accs), data, data, ckpt_path=ckpt_path)
-    return summary
+    model = Scripted(accs)
+    trainer.fit(model, data, data, ckpt_path=ckpt_path)
+    return Fitted(trainer, model, summary, tmp_path)
 
 
 def test_best_epoch_is_where_the_logged_best_was_first_reached(tmp_path):
@@ -96,8 +109,10 @@ def test_the_summary_records_seed_versions_and_the_code_commit(tmp_path):
     summary = RunSummary()
     trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[summary])
-    trainer.fit(Scripted([0.5]), DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2),
+    model = Scripted([0.5])
+    trainer.fit(model, DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2),
                 DataLoader(TensorDataset(torch.randn(2, 2)), batch_size=2))
+    Fitted(trainer, model, summary, tmp_path)
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["seed"] == 1234
     assert written["versions"]["torch"] == metadata.version("torch")

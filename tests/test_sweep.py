@@ -24,7 +24,9 @@ from omegaconf import OmegaConf, read_write
 
 from tests.conftest import CONF, ROOT, compose_config, shrink
 from transferlab.callbacks.hparams import HPARAM_METRICS
-from transferlab.tasks.job import SWEEP_JOB_ENV, error_line, run_job
+from transferlab.jobs import run_job
+from transferlab.jobs.attempts import error_line
+from transferlab.jobs.ddp import SWEEP_JOB_ENV
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 

@@ -15,7 +15,7 @@ import torch
 
 from tests.conftest import ROOT, compose_config, make_folder, run_script, shrink
 from transferlab.models.checkpoint import load_model
-from transferlab.tasks.train import build_model, train
+from transferlab.tasks.train import build, train
 
 
 def test_train_py_writes_a_run_directory_with_its_config_summary_and_checkpoints(trained_run):
@@ -51,13 +51,11 @@ def test_each_strategy_trains_and_writes_checkpoints_and_logs(tiny_training, str
 
 
 def _model_and_data(tmp_path, folder, strategy):
-    from hydra.utils import instantiate
 
     # the SGD path (a head fit only ever writes the head: tests/test_head_fit.py)
     cfg = compose_config(tmp_path, shrink(folder, strategy=strategy, **{"strategy.head_fit.enabled": "false"}))
-    dm = instantiate(cfg.dataset)
-    model = build_model(cfg, dm.class_names, dm.input_overrides)
-    dm.set_input_spec(model.input_spec)
+    built = build(cfg)
+    dm, model = built.datamodule, built.model
     return cfg, model, dm
 
 

@@ -15,11 +15,8 @@ from typing import Any
 
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from transferlab.errors import CheckpointSaveError
 from transferlab.files import atomic_save
-
-
-class CheckpointSaveError(OSError):
-    """A checkpoint could not be written; the message names the path and a way out."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

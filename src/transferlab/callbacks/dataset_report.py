@@ -13,7 +13,8 @@ from transferlab.files import atomic_write_json
 
 
 class DatasetReportCallback(L.Callback):
-    """At fit start, write `<default_root_dir>/<filename>` and log the report as TensorBoard text.
+    """When the trainer first sets up (to fit, or to validate a head fitted on cached features), write
+    `<default_root_dir>/<filename>` and log the report as TensorBoard text.
 
     Reads the report from the datamodule's `report_dict()` / `report` (FolderDataModule, and
     CachedFeatureDataModule passing its images' through); does nothing for a datamodule without them."""
@@ -22,12 +23,14 @@ class DatasetReportCallback(L.Callback):
         self.filename = filename
         self.tag = tag
         self.path: str | None = None
+        self._done = False
 
     @rank_zero_only
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         datamodule = getattr(trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "report_dict"):
+        if self._done or datamodule is None or not hasattr(datamodule, "report_dict"):
             return
+        self._done = True
         data = datamodule.report_dict()
         if trainer.default_root_dir:
             self.path = os.path.join(trainer.default_root_dir, self.filename)

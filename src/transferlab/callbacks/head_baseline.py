@@ -1,6 +1,6 @@
 """The fitted head as the run's first validation (strategy=lpft): fine-tuning has to beat it to replace it.
 
-LP-FT's first phase solves the head on cached features; on a small folder fine-tuning can leave the network
+LP-FT's first phase (`fit_head`) trains the head on cached features; on a small folder fine-tuning can leave the network
 worse than that head (README: Accuracy). Lightning validates only after a training epoch, and its
 ModelCheckpoint never saves at step 0, so without this the best checkpoint would be the best fine-tuning
 epoch even when the head alone scored higher. At the start of fine-tuning this callback saves the model as it
@@ -34,10 +34,19 @@ log = logging.getLogger(__name__)
 
 
 class FittedHeadBaseline(L.Callback):
-    """Score the fitted head as epoch -1 (see the module docstring). `logits` and `labels` are the head's on the
-    val set, in the val set's file order (the feature cache keeps it)."""
+    """Score the fitted head as epoch -1 (see the module docstring). Part of the trainer from the start (the
+    plan has a `fit_head` phase); the phase `enter`s the head's val logits before `fit`."""
 
-    def __init__(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def __init__(self, logits: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> None:
+        self.logits: torch.Tensor | None = None
+        self.labels: torch.Tensor | None = None
+        self.scores: dict[str, float] = {}
+        if logits is not None and labels is not None:
+            self.enter(logits, labels)
+
+    def enter(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """The fitted head's logits on the whole val set and the labels, in the val set's file order (the
+        feature cache keeps it)."""
         self.logits = logits.detach().float().cpu()
         self.labels = labels.detach().long().cpu()
         self.scores = {
@@ -46,7 +55,7 @@ class FittedHeadBaseline(L.Callback):
         }
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step != 0:  # a resumed run: the head's score is in the callbacks' restored states
+        if self.logits is None or trainer.global_step != 0:  # resumed: the score is in the restored states
             return
         if trainer.limit_val_batches != 1.0:
             log.info("The fitted head is not a checkpoint candidate: trainer.limit_val_batches=%s validates part "

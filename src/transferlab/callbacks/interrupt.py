@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -30,22 +29,9 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from transferlab.files import atomic_write_json
+from transferlab.errors import RunInterrupted  # noqa: F401 (raised by the training task; imported from here)
 from transferlab.provenance import provenance
-
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGUSR1: 138}  # 128 + signal number
-
-
-class RunInterrupted(Exception):
-    """Training stopped on a signal; a resumable checkpoint and summary.json were written."""
-
-    def __init__(self, signum: int, checkpoint: str | None, resume: str) -> None:
-        self.signum = signum
-        self.exit_code = EXIT_CODES.get(signum, 128 + signum)
-        self.checkpoint = checkpoint
-        self.resume_command = resume
-        super().__init__(f"Interrupted by {signal.Signals(signum).name}; checkpoint {checkpoint}. Resume with:\n"
-                         f"  {resume}")
+from transferlab.record import RunRecord
 
 
 def _rng_states() -> dict[str, Any]:
@@ -135,17 +121,9 @@ class GracefulInterrupt(L.Callback):
 
     @rank_zero_only
     def _write_summary(self, trainer: L.Trainer, signum: int, path: str) -> None:
-        summary_file = Path(trainer.default_root_dir) / "summary.json"
-        atomic_write_json(summary_file, {
-            "status": "interrupted",
-            "signal": signal.Signals(signum).name,
-            "epoch": trainer.current_epoch,
-            "global_step": trainer.global_step,
-            "checkpoint": path,
-            "resume_command": self.command(path),
-            "val/acc_best": _best(trainer),
-            **provenance(),
-        })
+        RunRecord(status="interrupted", signal=signal.Signals(signum).name, epochs=trainer.current_epoch,
+                  global_step=trainer.global_step, checkpoint=path, resume_command=self.command(path),
+                  val_acc_best=_best(trainer), **provenance()).write(trainer.default_root_dir)
 
     def command(self, checkpoint: str) -> str:
         if self.resume_command:

@@ -1,33 +1,33 @@
-"""RunSummary: a run reports what the tutorials report (best accuracy and its epoch, time, sizes) and saves it
-as summary.json, the record sweeps, Optuna and the sweep report read."""
+"""RunSummary: the Lightning side of the run record. While the network trains it notes what the record
+(`transferlab.record.RunRecord`, summary.json) reports: the epoch of the best val/acc, every validation's
+accuracy on the run's clock, training throughput, and what answering the commonest val class scores. The
+training task writes the record from it; this callback writes nothing."""
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.trainer.states import TrainerFn
 
-from transferlab.files import atomic_write_json
 from transferlab.provenance import provenance
+from transferlab.record import RunRecord
 
 
 class RunSummary(L.Callback):
-    """Note the epoch of the best val/acc and the wall time; print and save a summary at the end of fit.
+    """Note the epoch of the best val/acc, the validation history and the throughput (see the module docstring).
 
     The best accuracy itself is the module's: it tracks it (a MaxMetric that survives resume) and logs it as
     `val/acc_best`; this callback only reads it and notes the epoch at which it was reached.
 
-    The summary is also what the train task returns (and what sweeps and Optuna read). A run whose training
-    loss turns NaN/inf has diverged: it stops at once with an error naming the step, so a sweep records the job
-    as failed instead of training on NaN (`+callbacks.summary.stop_on_nonfinite_loss=false` lets it run on)."""
+    A run whose training loss turns NaN/inf has diverged: it stops at once with an error naming the step, so a
+    sweep records the job as failed instead of training on NaN (`+callbacks.summary.stop_on_nonfinite_loss=false`
+    lets it run on)."""
 
-    def __init__(self, filename: str = "summary.json", stop_on_nonfinite_loss: bool = True) -> None:
-        self.filename = filename
+    def __init__(self, stop_on_nonfinite_loss: bool = True) -> None:
         self.stop_on_nonfinite_loss = stop_on_nonfinite_loss
         # the epoch whose val/acc first reached the logged val/acc_best; -1: none, or lpft's fitted head
         self.best_epoch = -1
@@ -41,13 +41,11 @@ class RunSummary(L.Callback):
         self._tick = 0.0
         # Every validation: epoch, val/acc and the run's clock (continued across a resume): when a run got there
         self.history: list[dict[str, float]] = []
-        self.extra: dict[str, Any] = {}  # what the task adds before fitting (the learning-rate finder's result)
         # The val labels of the latest validation, counted per class: what always answering the most common
         # class scores there (chance_acc) is the floor a run must clear to have learned anything.
         self._val_counts: torch.Tensor | None = None
         self.chance_acc: float | None = None
         self._clock_offset = 0.0
-        self.summary: dict[str, Any] = {}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if torch.cuda.is_available():
@@ -90,6 +88,8 @@ class RunSummary(L.Callback):
             return
         if self._val_counts is not None and self._val_counts.sum() > 0:  # this rank's share, under DDP
             self.chance_acc = float(self._val_counts.max() / self._val_counts.sum())
+        if trainer.state.fn != TrainerFn.FITTING:  # the fitted head validated alone: noted as a baseline
+            return
         acc, best = _logged(trainer, "val/acc"), _logged(trainer, "val/acc_best")
         if acc is not None:
             elapsed = self._clock_offset + time.perf_counter() - self.start
@@ -98,8 +98,8 @@ class RunSummary(L.Callback):
             self._noted_best, self.best_epoch = best, trainer.current_epoch
 
     def note_baseline(self, acc: float) -> None:
-        """A score the run starts from (lpft's fitted head, callbacks.head_baseline): epoch -1 in the history,
-        and the best until an epoch beats it."""
+        """A score the run starts from (the fitted head, `fit_head` phase): epoch -1 in the history, and the best
+        until an epoch beats it."""
         elapsed = self._clock_offset + time.perf_counter() - self.start
         self.history.append({"epoch": -1, "val_acc": acc, "elapsed_s": round(elapsed, 2)})
         self._noted_best, self.best_epoch = acc, -1
@@ -123,28 +123,33 @@ class RunSummary(L.Callback):
         self.chance_acc = state_dict.get("chance_acc")
         self._clock_offset = self.history[-1]["elapsed_s"] if self.history else 0.0
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def record(self, trainer: L.Trainer, pl_module: L.LightningModule, **fields: Any) -> RunRecord:
+        """The run record of a finished run: what this callback measured, what produced the run (seed, versions,
+        commit), and `fields` (the task's: phases, extra, a plan without fit's checkpoints)."""
+        return RunRecord(**{**self.measured(trainer, pl_module), **provenance(), **fields})
+
+    def measured(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """What the run record takes from this callback and the trainer (`RunRecord` field names)."""
         wall = time.perf_counter() - self.start
         trainable, total = pl_module.parameter_counts()
         best_cb = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
         last_cb = next((c for c in trainer.checkpoint_callbacks if not c.monitor), None)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         best = self.best_acc(trainer)
-        self.summary = {
-            "status": "ok",
-            "val/acc_best": best,
-            # what answering the val set's most common class for every image scores, and whether the run beat it
+        world = trainer.world_size
+        return {
+            "val_acc_best": best,
             "chance_acc": self.chance_acc,
             "learned": None if best is None or self.chance_acc is None else best > self.chance_acc + 1e-9,
             "best_epoch": self.best_epoch,
-            "val/loss": metrics.get("val/loss"),
+            "val_loss": metrics.get("val/loss"),
             "epochs": trainer.current_epoch,
-            "val_history": self.history,  # [{epoch, val_acc, elapsed_s}] per validation
+            "val_history": list(self.history),
             "wall_time_s": round(wall, 2),
             # counted on this rank; every rank trains on as many images (DistributedSampler)
-            "train_images_per_s": round(self.train_images * trainer.world_size / wall, 1) if wall > 0 else None,
-            "train_phase_s": round(self.train_phase_s, 2),  # training batches only (no validation, no setup)
-            "train_phase_images_per_s": (round(self.train_images * trainer.world_size / self.train_phase_s, 1)
+            "train_images_per_s": round(self.train_images * world / wall, 1) if wall > 0 else None,
+            "train_phase_s": round(self.train_phase_s, 2),
+            "train_phase_images_per_s": (round(self.train_images * world / self.train_phase_s, 1)
                                          if self.train_phase_s > 0 else None),
             "trainable_params": trainable,
             "total_params": total,
@@ -155,79 +160,13 @@ class RunSummary(L.Callback):
             "peak_memory_mb": _peak_memory_mb(),
             "device": str(trainer.strategy.root_device),
             "precision": str(trainer.precision),  # what ran (a 16-bit request on a CPU is refused at start-up)
-            # strategy.head_fit: the L2 strength chosen by cross-validation on the training features, and its score
             "head_fit": getattr(pl_module, "head_fit_report", None),
-            **self.extra,
-            **provenance(),
         }
-        for logger in trainer.loggers:  # a column of TensorBoard's HParams table (callbacks.hparams)
-            logger.log_metrics({"run/wall_time_s": wall}, step=trainer.global_step)
-        self._report(trainer)
-
-    @rank_zero_only
-    def _report(self, trainer: L.Trainer) -> None:
-        s = self.summary
-        best = "n/a" if s["val/acc_best"] is None else f"{s['val/acc_best']:.4f}"
-        print(
-            "\n".join([
-                "",
-                f"Training complete in {s['wall_time_s'] // 60:.0f}m {s['wall_time_s'] % 60:.0f}s",
-                f"Best val acc: {best} ({_best_epoch_name(s)})",
-                *_chance_lines(s),
-                *_head_fit_lines(s["head_fit"], s["val/acc_best"], head_is_best=s["best_epoch"] == -1),
-                f"Trainable params: {s['trainable_params']:,} of {s['total_params']:,}",
-                f"Best checkpoint: {s['best_checkpoint']}",
-                f"Last checkpoint: {s['last_checkpoint']}",
-            ])
-        )
-        if trainer.default_root_dir:
-            atomic_write_json(os.path.join(trainer.default_root_dir, self.filename), s)
-
-
-def _head_fit_lines(report: dict | None, best: float | None, head_is_best: bool = False) -> list[str]:
-    """What the head fit chose, and the cross-validated accuracy of each candidate input (training images only);
-    for a fit that fine-tuning followed (lpft), the fitted head's own val accuracy, and whether fine-tuning beat it."""
-    if not report:
-        return []
-    lines = []
-    if report.get("cv_accuracy") is not None:
-        inputs = report.get("inputs", "features")
-        if report.get("source_names"):
-            inputs += f" (pretrained classes: {', '.join(report['source_names'])})"
-        tried = ", ".join(f"{k} {v:.4f}" for k, v in (report.get("candidates") or {}).items())
-        scored = "class-balanced accuracy" if report.get("balanced") else "accuracy"
-        lines.append(f"Head fit: {inputs}, l2 {report['l2']:g}; cross-validated {scored} on train: {tried}")
-    before = report.get("val_accuracy")
-    if before is not None:
-        kept = ", so the best checkpoint is this head" if head_is_best else ""
-        verdict = ("" if best is None or best > before else
-                   f" - fine-tuning never beat it{kept} (strategy=frozen fits it alone, in seconds)")
-        temperature = report.get("temperature") or 1.0
-        tempered = "" if temperature == 1.0 else f" (fine-tuned from it divided by {temperature:.2f})"
-        lines.append(f"Fitted head before fine-tuning: val acc {before:.4f}{tempered}{verdict}")
-    return lines
 
 
 def _class_labels(labels: Any) -> bool:
     return (isinstance(labels, torch.Tensor) and labels.ndim == 1 and labels.numel() > 0
             and not labels.is_floating_point() and int(labels.min()) >= 0)
-
-
-def _chance_lines(summary: dict) -> list[str]:
-    """A run no better than always answering the val set's most common class learned nothing; say so, and why
-    that usually happens (a finite loss can still have diverged: the network collapsed onto one class)."""
-    if summary.get("learned") is not False:
-        return []
-    return [f"WARNING: that is no better than answering the most common class for every val image "
-            f"({summary['chance_acc']:.4f}): this run learned nothing usable. If train/loss did not fall, lower "
-            "optimizer.lr (or let python train.py tune.lr_find=true pick it); if it fell, check that val/ holds "
-            "the same classes, labelled the same way, as train/ (python -m transferlab.data.doctor DATASET_ROOT)."]
-
-
-def _best_epoch_name(summary: dict) -> str:
-    if summary["best_epoch"] == -1 and (summary.get("head_fit") or {}).get("val_accuracy") is not None:
-        return "the fitted head, before fine-tuning"
-    return f"epoch {summary['best_epoch']}"
 
 
 def _logged(trainer: L.Trainer, key: str) -> float | None:

@@ -11,10 +11,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from transferlab.data.dataset import ON_BAD_FILE, ImageSamples
+from transferlab.config.schema import DatasetConfig
+from transferlab.data.dataset import ImageSamples
 from transferlab.data.decoded import DecodedImages
 from transferlab.data.doctor import BAD_FILE_CODES, BadFilesError, DatasetReport, Finding, diagnose
-from transferlab.data.folders import DatasetLayoutError, FolderSplits, check_fold_settings, kfold_split
+from transferlab.data.folders import DatasetLayoutError, FolderSplits, kfold_split
 from transferlab.data.images import DEFAULT_MAX_PIXELS
 from transferlab.data.input_spec import InputSpec
 from transferlab.data.loaders import training_loader
@@ -22,8 +23,6 @@ from transferlab.data.transforms import eval_transform, train_transform
 
 log = logging.getLogger(__name__)
 
-CACHE_IMAGES = [False, "memory", "disk"]  # dataset.cache_images (true = memory)
-BALANCE = ("none", "sampler", "loss")  # dataset.balance
 
 
 def default_num_workers() -> int:
@@ -86,17 +85,16 @@ class FolderDataModule(L.LightningDataModule):
         balance: str = "none",
     ) -> None:
         super().__init__()
-        if on_bad_file not in ON_BAD_FILE:
-            raise ValueError(f"dataset.on_bad_file={on_bad_file!r}; use one of {list(ON_BAD_FILE)}.")
+        # the same checks as a composed config's (the schema's own, one home), for a datamodule built in code
+        DatasetConfig(name=name, root=os.fspath(root), batch_size=batch_size, eval_batch_size=eval_batch_size,
+                      num_workers=num_workers, val_fraction=val_fraction, split_seed=split_seed,
+                      folds=folds, fold=fold, cv_pool=cv_pool, pin_memory=pin_memory, cache_features=cache_features,
+                      feature_views=feature_views, cache_images=cache_images, on_bad_file=on_bad_file,
+                      max_pixels=max_pixels, balance=balance, cache_dir=cache_dir, input=dict(input or {}),
+                      augment=dict(augment or {}))
         cache_images = "memory" if cache_images is True else cache_images
-        if cache_images not in CACHE_IMAGES:
-            raise ValueError(f"dataset.cache_images={cache_images!r}; use one of {CACHE_IMAGES}.")
-        if cache_images == "disk" and not cache_dir:
-            raise ValueError("dataset.cache_images=disk needs dataset.cache_dir (where to write the decoded file).")
-        if balance not in BALANCE:
-            raise ValueError(f"dataset.balance={balance!r}; use one of {list(BALANCE)}.")
         self.balance = balance  # sampler: here (training_loader); loss: the model's class weights (tasks/train)
-        self.root = os.path.abspath(os.path.expanduser(root))
+        self.root = os.path.abspath(os.path.expanduser(os.fspath(root)))
         self.name = name
         self.batch_size = batch_size
         if eval_batch_size == "auto":
@@ -113,15 +111,10 @@ class FolderDataModule(L.LightningDataModule):
         self.max_pixels = int(max_pixels) if max_pixels else DEFAULT_MAX_PIXELS
         self.cache_dir = cache_dir
         self.cache_images = cache_images  # decode each image once, keep uint8 tensors (transferlab.data.decoded)
-        if cache_features not in (True, False, "auto"):
-            raise ValueError(f"dataset.cache_features={cache_features!r}; use auto, true or false.")
-        if int(feature_views) < 0:
-            raise ValueError(f"dataset.feature_views={feature_views}; use 0 (one plain view) or K > 0 views.")
         # Read by the training task: train a frozen backbone's head on cached features (transferlab.data.features)
         self.cache_features = cache_features
         self.feature_views = int(feature_views)
         # k-fold cross-validation: fold `fold` of a `folds`-fold split of the pool is the validation set
-        check_fold_settings(folds, fold, cv_pool)
         self.folds = None if folds is None else int(folds)
         self.fold = int(fold)
         self.cv_pool = cv_pool

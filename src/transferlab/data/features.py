@@ -1,4 +1,5 @@
-"""Frozen-feature cache: run a frozen backbone over the data once, then train the head on the tensors.
+"""Frozen-feature cache: run a frozen backbone over the data once, then train the head on the tensors (the
+`fit_head` phase on `fit_arrays()`, or a `fit` phase on minibatches of them).
 
 The tutorial loop re-runs the frozen backbone over every image every epoch; its output never changes, so
 transferlab computes it once and keys it on everything that changes it (backbone, weights identity, input
@@ -133,9 +134,8 @@ class CachedFeatureDataModule(L.LightningDataModule):
 
     def __init__(self, images: L.LightningDataModule, backbone: torch.nn.Module, backbone_cfg: dict,
                  cache_dir: str, views: int = 0, seed: int = 0, extract_batch_size: int | None = None,
-                 channels_last: bool = False, full_batch: bool = False) -> None:
+                 channels_last: bool = False) -> None:
         super().__init__()
-        self.full_batch = full_batch  # one training batch of every row, with each row's image index (head fit)
         self.images = images
         self.backbone = backbone
         self.backbone_cfg = backbone_cfg
@@ -222,9 +222,6 @@ class CachedFeatureDataModule(L.LightningDataModule):
                 torch.arange(n).repeat(views))
 
     def train_dataloader(self) -> DataLoader:
-        if self.full_batch:
-            rows = torch.utils.data.TensorDataset(*self.fit_arrays())
-            return DataLoader(rows, batch_size=len(rows), shuffle=False)
         ds = _ViewDataset(self.train_features, self.train_labels)
         return training_loader(ds, seed=self.seed, trainer=self.trainer, batch_size=self.images.batch_size,
                                drop_last=len(ds) > self.images.batch_size,

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transferlab.config.checks import ConfigValueError
+from transferlab.errors import ConfigValueError, DatasetLayoutError
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,6 @@ IGNORED_DIR_PREFIXES = (".", "_")
 OS_LITTER = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", ".directory", "icon\r"})
 # Folder names that mean "a split", not "a class": a root whose classes are these is one level too high.
 SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
-
-
-class DatasetLayoutError(ValueError):
-    """The folder tree cannot be used for training as it is."""
 
 
 @dataclass(frozen=True)

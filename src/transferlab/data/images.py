@@ -17,14 +17,12 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
+from transferlab.errors import BadImageError
+
 BACKGROUND = (255, 255, 255)
 # PIL's decompression-bomb limit (~89.5 Mpx); above it PIL warns, above twice it refuses. dataset.max_pixels.
 DEFAULT_MAX_PIXELS = 89_478_485
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
-
-
-class BadImageError(OSError):
-    """An image file could not be decoded (or is above the pixel cap); the message names the file."""
 
 
 def load_rgb(path: str, max_pixels: int | None = None) -> Image.Image:

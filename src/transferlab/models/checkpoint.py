@@ -21,14 +21,15 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 import torch
 
+from transferlab.errors import CheckpointError
 from transferlab.models.backbones import BACKBONE_SOURCES, WEIGHTS_KEY_MAPS
 from transferlab.models.classifier import DESCRIPTION_KEYS, DESCRIPTION_VERSION, TransferClassifier
 from transferlab.models.heads import head_params
-from transferlab.models.strategy import Strategy, head_fit_settings
+from transferlab.models.strategy import Strategy, strategy_data, strategy_from_config
 
 SAFETENSORS_METADATA_KEY = "transferlab"  # JSON with the model description
 # the best epoch's name, or lpft's fitted head, saved before fine-tuning (callbacks.head_baseline: epoch -1)
@@ -39,10 +40,6 @@ _LEGACY_BACKBONE_TARGETS = {"transferlab.models.create_backbone", "transferlab.m
 _LEGACY_HEAD_TARGETS = {"transferlab.models.heads.linear_head": "linear", "transferlab.models.heads.mlp_head": "mlp"}
 _LEGACY_STRATEGY_KEYS = {"cache_features", "feature_views"}  # moved to the data pipeline (dataset.*)
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be found or used; the message names the file (and field) and a way out."""
 
 
 # --- finding -------------------------------------------------------------------------------------------
@@ -230,30 +227,15 @@ def _strategy(raw: Any) -> dict[str, Any]:
     _refuse_targets(d, "strategy")
     for key in _LEGACY_STRATEGY_KEYS:
         d.pop(key, None)
-    hints = get_type_hints(Strategy)
     _only_keys(d, {f.name for f in fields(Strategy)}, "strategy")
-    # Checked by hand against the dataclass's own annotations: OmegaConf's structured merge would also resolve
-    # `${...}` interpolations found in an untrusted file.
-    simple = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
-    for key, value in d.items():
-        hint = hints[key]
-        where = f"strategy.{key}"
-        if key == "train":
-            train = _mapping(value, where)
-            for prefix, mult in train.items():
-                _check(mult, (int, float), f"{where}.{prefix}")
-            d[key] = train
-        elif key == "head_fit":
-            try:
-                d[key] = head_fit_settings(value)
-            except ValueError as e:
-                raise _Invalid(where, str(e)) from None
-        elif hint in simple:
-            _check(value, simple[hint], where)
-        else:  # `X | None`
-            base = next(t for t in getattr(hint, "__args__", ()) if t is not type(None))
-            _check(value, simple[base], where, optional=True)
-    return d
+    # The schema's own checks (StrategyConfig.__post_init__: types by the dataclass's annotations, ranges), not
+    # OmegaConf's structured merge, which would also resolve `${...}` interpolations found in an untrusted file.
+    try:
+        return strategy_data(strategy_from_config(d))
+    except ValueError as e:
+        message = str(e)
+        field_name = message.split("=", 1)[0] if "=" in message.split(":", 1)[0] else "strategy"
+        raise _Invalid(field_name, message) from None
 
 
 def _class_names(raw: Any) -> list[str]:

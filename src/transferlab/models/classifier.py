@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,12 +14,12 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
-from transferlab.config.checks import ConfigValueError
+from transferlab.config.schema import StrategyConfig
 from transferlab.data.input_spec import InputSpec
-from transferlab.models.backbones import create_backbone, source_class_names
+from transferlab.models.backbones import create_backbone
 from transferlab.models.heads import create_head
-from transferlab.models.linear_fit import SourceHead, fit_linear_head, linear_layer, penalised_loss
-from transferlab.models.strategy import param_groups, strategy_from_config
+from transferlab.models.linear_fit import SourceHead
+from transferlab.models.strategy import param_groups, strategy_data, strategy_from_config
 
 # Built by the training task from the *current* config (Hydra `_partial_` targets); never read from a file.
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -52,13 +51,16 @@ class TransferClassifier(L.LightningModule):
     as hyperparameters, so a checkpoint alone rebuilds it through the registries (`transferlab.models.checkpoint`).
     How to train it (optimizer, scheduler, memory layout, compilation) is not part of the model: the training
     task passes it in from its config, and a model loaded from a file has none until it is given one.
+
+    It knows nothing of phases: a head trained on cached features (`transferlab.training.fit_head`) is just its
+    head's weights, and `head_fit_report` the record of how they were found, carried by its checkpoints.
     """
 
     def __init__(
         self,
         backbone: dict[str, Any],
         head: dict[str, Any],
-        strategy: dict[str, Any],
+        strategy: dict[str, Any] | StrategyConfig,
         class_names: list[str],
         input_spec: dict[str, Any] | None = None,
         input_overrides: dict[str, Any] | None = None,
@@ -70,7 +72,6 @@ class TransferClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         mix: dict[str, float] | None = None,
         class_weights: list[float] | None = None,
-        head_fit_class_weights: list[float] | None = None,
         tta: str = "none",
     ) -> None:
         super().__init__()
@@ -79,8 +80,9 @@ class TransferClassifier(L.LightningModule):
         built = create_backbone(**backbone)
         if input_spec is None:
             input_spec = built.input_spec.override(**(input_overrides or {})).to_dict()
+        self.strategy = strategy_from_config(strategy)
         self.save_hyperparameters(
-            {"backbone": dict(backbone), "head": dict(head), "strategy": dict(strategy),
+            {"backbone": dict(backbone), "head": dict(head), "strategy": strategy_data(self.strategy),
              "class_names": list(class_names), "input_spec": dict(input_spec)},
             logger=False,
         )
@@ -99,9 +101,6 @@ class TransferClassifier(L.LightningModule):
         self.mix_prob = float((mix or {}).get("mix_prob", 1.0))
         self.register_buffer("class_weights", None if class_weights is None
                              else torch.as_tensor(class_weights, dtype=torch.float32), persistent=False)
-        # A solved head draws no batches, so dataset.balance=sampler and =loss both weigh its rows by class
-        self.register_buffer("head_fit_class_weights", None if head_fit_class_weights is None
-                             else torch.as_tensor(head_fit_class_weights, dtype=torch.float32), persistent=False)
         self.tta = tta  # validation and prediction: none | flip (mean probability of the image and its mirror)
 
         self.backbone = built.module
@@ -111,21 +110,8 @@ class TransferClassifier(L.LightningModule):
         self.source_head = None if not isinstance(classifier, nn.Linear) else SourceHead(
             classifier.weight.detach().clone(), classifier.bias.detach().clone())
         self.head = create_head(in_features=built.num_features, num_classes=len(class_names), **head)
-        self.strategy = strategy_from_config(strategy)
         self.train_rules = self.strategy.apply(self, built.stages, epoch=0)
-        # strategy.head_fit on a backbone that never trains: the run *is* the head's convex fit, one full batch
-        # of cached features solved by L-BFGS (manual optimisation: no optimizer, no scheduler, no SGD epochs).
-        if self.strategy.fits_head:
-            linear_layer(self.head)  # a head fit needs a linear head: say so now, not after feature extraction
-        self.fits_head_only = self.strategy.fits_head and self.strategy.backbone_always_frozen(self.stages)
-        if self.fits_head_only and self.strategy.head_fit.get("max_logit_std") is not None:
-            raise ConfigValueError(
-                f"strategy.head_fit.max_logit_std={self.strategy.head_fit['max_logit_std']}: it tempers a head that "
-                f"is fine-tuned afterwards (strategy=lpft); strategy={self.strategy.name} never trains its backbone, "
-                "so it would only flatten the head's probabilities. Drop strategy.head_fit.max_logit_std.")
-        self.automatic_optimization = not self.fits_head_only
-        self.head_fit_report: dict[str, Any] | None = None  # set by fit_head, kept in checkpoints
-        self._fit_objective: tuple | None = None  # (l2, input scale, basis) of the last fit (penalised_loss)
+        self.head_fit_report: dict[str, Any] | None = None  # set by the fit_head phase, kept in checkpoints
         self._distributed = False  # set in setup(): DDP needs every parameter that will train to require grad
         self._waiting: list[nn.Parameter] = []  # trained later (gradual), gradients dropped until then
         self.train()  # puts frozen parts in eval mode from the start
@@ -198,38 +184,13 @@ class TransferClassifier(L.LightningModule):
         for param in self._waiting:  # DDP: computed and all-reduced, but not yet this parameter's epoch
             param.grad = None
 
-    def fit_head(self, features: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | None = None) -> dict:
-        """Fit the (linear) head to convergence on fixed features, its L2 strength cross-validated on these
-        training features only (`strategy.head_fit`); returns and keeps the report (chosen strength, CV accuracy)."""
-        settings = self.strategy.head_fit
-        start = time.perf_counter()
-        features = features.to(self.device)
-        fit = fit_linear_head(features, labels.to(self.device), len(self.class_names),
-                              l2=settings["l2"], folds=settings["folds"], max_iter=settings["max_iter"],
-                              groups=None if groups is None else groups.to(self.device),
-                              source=self.source_head, source_classes=settings.get("source_classes") or (),
-                              seed=settings.get("seed", 0), class_weight=self.head_fit_class_weights)
-        temperature = None
-        if settings.get("max_logit_std") is not None:  # lpft: a fitted head that will be fine-tuned (schema: why)
-            fit, temperature = fit.tempered(features, settings["max_logit_std"])
-        fit.load_into(self.head)
-        self._fit_objective = (fit.l2, fit.scale, fit.basis)
-        images = len(labels) if groups is None else groups.unique().numel()
-        names = None if fit.source_classes is None else source_class_names(fit.source_classes,
-                                                                            len(self.source_head.bias))
-        self.head_fit_report = {**fit.report(), "source_names": names, "images": int(images), "rows": int(len(labels)),
-                                "temperature": temperature, "seconds": round(time.perf_counter() - start, 3)}
-        return self.head_fit_report
-
     def parameter_counts(self) -> tuple[int, int]:
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return trainable, total
 
     # --- steps -------------------------------------------------------------------------------------
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
-        if self.fits_head_only:
-            return self._head_fit_step(batch)
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, targets = batch
         labels = targets
         if self.mixer is not None and images.ndim == 4 and torch.rand(()) < self.mix_prob:
@@ -240,40 +201,6 @@ class TransferClassifier(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(targets))
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
-
-    def _head_fit_step(self, batch) -> None:
-        """The whole training set as one batch of features (and each row's image, for the CV folds)."""
-        features, targets, groups = batch
-        if self.head_fit_report is None:  # a resumed run has it from its checkpoint
-            self.fit_head(features, targets, groups)
-            l2, scale, basis = self._fit_objective
-            linear = linear_layer(self.head)
-            optimizer = self.optimizers()
-
-            def objective() -> torch.Tensor:
-                optimizer.zero_grad()
-                loss = penalised_loss(linear.weight, linear.bias, features, targets, l2, scale, basis,
-                                      self.head_fit_class_weights)
-                self.manual_backward(loss)
-                return loss
-
-            # Started at the solution, L-BFGS checks the gradient and stops: the fit counts as the run's one
-            # optimizer step (checkpoints and loggers key on steps), and an unconverged fit would be finished.
-            optimizer.step(closure=objective)
-        with torch.no_grad():
-            logits = self.forward_head(features)
-            loss = self.criterion(logits, targets)
-        self.train_acc(logits, targets)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(targets))
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
-        for key in ("l2", "cv_accuracy"):
-            if self.head_fit_report.get(key) is not None:
-                self.log(f"head_fit/{key}", float(self.head_fit_report[key]), on_step=False, on_epoch=True)
-        return None
-
-    def on_train_epoch_end(self) -> None:
-        if self.fits_head_only:  # converged: a further epoch would solve the same problem again
-            self.trainer.should_stop = True
 
     def on_validation_epoch_start(self) -> None:
         self.val_loss.reset()
@@ -300,18 +227,17 @@ class TransferClassifier(L.LightningModule):
 
     # --- optimisation -------------------------------------------------------------------------------
     def configure_optimizers(self):
-        if self.fits_head_only:  # the head is solved in _head_fit_step; L-BFGS checks it converged
-            return torch.optim.LBFGS(self.head.parameters(), lr=1.0, max_iter=self.strategy.head_fit["max_iter"],
-                                     history_size=20, line_search_fn="strong_wolfe")
         if self.optimizer_factory is None:
             raise RuntimeError(
                 "This model has no optimizer: a model rebuilt from a file never takes its optimizer from that file. "
                 "Train it through `python train.py ckpt_path=...`, or pass optimizer= (a partial) when building it."
             )
-        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        keywords = getattr(self.optimizer_factory, "keywords", {})
+        base_lr = keywords.get("lr")
         if base_lr is None:
             raise ValueError("optimizer: a learning rate (optimizer.lr) is required.")
-        optimizer = self.optimizer_factory(params=param_groups(self, self.train_rules, base_lr=base_lr))
+        groups = param_groups(self, self.train_rules, base_lr=base_lr, weight_decay=keywords.get("weight_decay"))
+        optimizer = self.optimizer_factory(params=groups)
         if self.scheduler_factory is None:
             return optimizer
         if self.scheduler_interval == "step":  # a per-step schedule needs the run's length (schedules.warmup_cosine)
@@ -329,7 +255,7 @@ class TransferClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["transferlab"] = self.description()
         if self.head_fit_report is not None:
-            checkpoint["head_fit"] = self.head_fit_report  # lpft: resuming past it skips the fit (tasks/train)
+            checkpoint["head_fit"] = self.head_fit_report  # resuming past the fit_head phase skips it
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.head_fit_report = head_fit_report_from(checkpoint.get("head_fit"))

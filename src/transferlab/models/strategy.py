@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from transferlab.config.schema import HeadFitConfig, StrategyConfig
+from transferlab.config.schema import StrategyConfig, known_keys
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Strategy(StrategyConfig):
     @property
     def fits_head(self) -> bool:
         """The head is fitted to convergence on cached features first (`head_fit.enabled`: frozen, lpft)."""
-        return bool(self.head_fit and self.head_fit.get("enabled"))
+        return self.head_fit.enabled
 
     def backbone_always_frozen(self, stages: Sequence[Sequence[str]] = ()) -> bool:
         """True when no rule ever trains a backbone parameter (so its features are constants)."""
@@ -54,8 +55,6 @@ class Strategy(StrategyConfig):
             for module_name in stage:
                 rules.setdefault(f"backbone.{module_name}", self.stage_lr_mult)
         if self.lr_decay is not None:
-            if not 0 < self.lr_decay <= 1:
-                raise ValueError(f"strategy.lr_decay={self.lr_decay}: expected 0 < lr_decay <= 1.")
             for depth, stage in enumerate(top, start=1):
                 for module_name in stage:
                     rules.setdefault(f"backbone.{module_name}", self.lr_decay**depth)
@@ -123,60 +122,46 @@ def lr_mult_for(rules: Mapping[str, float], param_name: str) -> float | None:
     return None if mult is None or mult <= 0 else float(mult)
 
 
-def param_groups(model: nn.Module, rules: Mapping[str, float], base_lr: float) -> list[dict]:
-    """Optimizer parameter groups, one per lr multiplier, holding every parameter a rule trains (now or
-    after `unfreeze_at`); parameters under no rule never enter the optimizer."""
-    groups: dict[float, list] = {}
+def decays(name: str, param: nn.Parameter) -> bool:
+    """Whether weight decay applies: not to biases, norm layers' scales or any 1-d parameter (timm's rule in
+    `param_groups_weight_decay`, fastai's `bn_wd=False`): decaying them only pulls activations' scale and
+    offset to zero."""
+    return param.ndim > 1 and not name.endswith(".bias")
+
+
+def param_groups(model: nn.Module, rules: Mapping[str, float], base_lr: float,
+                 weight_decay: float | None = None) -> list[dict]:
+    """Optimizer parameter groups, one per lr multiplier (and, with `weight_decay`, split into the parameters
+    that decay and those that do not, `decays`), holding every parameter a rule trains (now or after
+    `unfreeze_at`); parameters under no rule never enter the optimizer.
+
+    Written here rather than with timm's `param_groups_weight_decay`/`param_groups_layer_decay`: those take
+    the parameters that require grad now (gradual unfreezing adds parameters that do not yet) and timm's
+    layer grouping (`group_matcher`), which torchvision backbones lack; the stages here come from either."""
+    groups: dict[tuple[float, bool], list] = {}
     for name, param in model.named_parameters():
         mult = lr_mult_for(rules, name)
         if mult is not None:
-            groups.setdefault(mult, []).append(param)
+            groups.setdefault((mult, bool(weight_decay) and decays(name, param)), []).append(param)
     if not groups:
         raise ValueError("The strategy leaves no trainable parameters.")
-    return [{"params": ps, "lr": base_lr * m, "lr_mult": m} for m, ps in sorted(groups.items())]
+    out = []
+    for (mult, decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0], not kv[0][1])):
+        group = {"params": params, "lr": base_lr * mult, "lr_mult": mult}
+        if weight_decay:
+            group["weight_decay"] = float(weight_decay) if decay else 0.0
+        out.append(group)
+    return out
 
 
-def strategy_from_config(cfg: Mapping) -> Strategy:
-    """A `Strategy` from plain data (a composed config or a checkpoint); unknown keys are an error."""
-    known = {f.name for f in fields(Strategy)}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ValueError(f"Unknown strategy key(s) {unknown}; known keys: {sorted(known)}.")
-    values = {k: (dict(v) if k == "train" else v) for k, v in cfg.items()}
-    values["head_fit"] = head_fit_settings(values.get("head_fit") or {})
-    return Strategy(**values)
+def strategy_from_config(raw: Mapping | StrategyConfig) -> Strategy:
+    """A `Strategy` from the config's `StrategyConfig` or from plain data (a checkpoint's): unknown keys and
+    out-of-range values are refused by the schema's own checks (`StrategyConfig.__post_init__`)."""
+    if isinstance(raw, StrategyConfig):
+        return Strategy(**{f.name: getattr(raw, f.name) for f in fields(StrategyConfig)})
+    return Strategy(**known_keys(raw, Strategy, "strategy"))
 
 
-def head_fit_settings(raw: Mapping) -> dict:
-    """`strategy.head_fit` as checked plain data: its keys are `HeadFitConfig`'s, its values in range."""
-    known = {f.name for f in fields(HeadFitConfig)}
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"strategy.head_fit: expected a mapping with keys {sorted(known)}, got {raw!r:.200}.")
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"Unknown strategy.head_fit key(s) {unknown}; known keys: {sorted(known)}.")
-    # a strategy saved before `seed` existed was fitted on the folds of seed 0
-    settings = {**asdict(HeadFitConfig()), "seed": 0, **raw}
-    l2 = settings["l2"]
-    if (not isinstance(l2, list | tuple) or not l2
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in l2)):
-        raise ValueError(f"strategy.head_fit.l2={l2!r:.200}: expected a non-empty list of positive numbers.")
-    for key, least in (("folds", 1), ("max_iter", 1), ("seed", 0)):
-        value = settings[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            kind = "a positive whole number" if least else "a whole number >= 0"
-            raise ValueError(f"strategy.head_fit.{key}={value!r:.200}: expected {kind}.")
-    if not isinstance(settings["enabled"], bool):
-        raise ValueError(f"strategy.head_fit.enabled={settings['enabled']!r:.200}: expected true or false.")
-    tops = settings["source_classes"]
-    if (not isinstance(tops, list | tuple)
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in tops)):
-        raise ValueError(f"strategy.head_fit.source_classes={tops!r:.200}: expected a list of whole numbers >= 1 "
-                         "(or [] for the features only).")
-    std = settings["max_logit_std"]
-    if std is not None and (not isinstance(std, int | float) or isinstance(std, bool) or not 0 < std < float("inf")):
-        raise ValueError(f"strategy.head_fit.max_logit_std={std!r:.200}: expected a positive number, or null to "
-                         "keep the head as fitted.")
-    return {"enabled": settings["enabled"], "l2": [float(v) for v in l2], "folds": settings["folds"],
-            "max_iter": settings["max_iter"], "source_classes": [int(v) for v in tops], "seed": settings["seed"],
-            "max_logit_std": None if std is None else float(std)}
+def strategy_data(strategy: StrategyConfig) -> dict[str, Any]:
+    """A strategy as plain data (checkpoints load with weights_only=True; `strategy_from_config` reads it)."""
+    return asdict(strategy)

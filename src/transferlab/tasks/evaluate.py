@@ -238,7 +238,7 @@ def evaluate_checkpoint(ckpt_path: str, dataset: DictConfig | None = None, split
     """Python API of `eval.py`: evaluate a checkpoint on a split and (optionally) write every output."""
     clf = load_classifier(ckpt_path, device=device, tta=tta)
     if dataset is not None:  # the user's own config: its _target_ and prepare step are theirs to run
-        datamodule = instantiate(dataset)
+        datamodule = instantiate(dataset, _convert_="all")  # plain values: data/ never sees a DictConfig
         datamodule.prepare_data()
     else:
         datamodule = FolderDataModule(**training_data(clf.checkpoint))

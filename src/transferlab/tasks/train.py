@@ -1,12 +1,19 @@
-"""The training task: compose config -> build data, model, trainer -> fit -> summarise."""
+"""The training task: the composed config -> settings -> data, model, plan, trainer -> phases -> run record.
+
+`train(cfg)` turns the composed config into typed settings once (`transferlab.config.settings`), builds the
+data and the model from them, decides the plan of phases (`transferlab.training.plan`: `fit_head` and/or
+`fit`), configures the trainer and its callbacks once from that plan, runs the phases and writes the run
+record (`transferlab.record`: summary.json).
+"""
 
 from __future__ import annotations
 
 import logging
 import shlex
+import time
 import warnings
 from collections.abc import Sequence
-from functools import partial
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,45 +23,29 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.callbacks.checkpoint_io import AtomicCheckpointIO
 from transferlab.callbacks.ema import WarmupEMA
 from transferlab.callbacks.head_baseline import FittedHeadBaseline
-from transferlab.callbacks.hparams import log_hparams, run_hparams
-from transferlab.callbacks.interrupt import GracefulInterrupt, RunInterrupted
+from transferlab.callbacks.hparams import log_hparams
+from transferlab.callbacks.interrupt import GracefulInterrupt
 from transferlab.callbacks.summary import RunSummary
-from transferlab.config import register_resolvers, to_plain
-from transferlab.config.checks import ConfigValueError, check_train_config
+from transferlab.config import register_resolvers
+from transferlab.config.settings import RunSettings
 from transferlab.data.features import CachedFeatureDataModule
 from transferlab.models.checkpoint import readable_checkpoint, resolve_checkpoint
 from transferlab.models.classifier import TransferClassifier
-from transferlab.tasks.advise import auto_strategy
+from transferlab.record import Phase, report_lines
+from transferlab.training.fit import find_lr, fit
+from transferlab.training.fit_head import fit_head, log_head_fit
+from transferlab.training.plan import FIT, FIT_HEAD, Plan, check_processes, make_plan
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before any config that uses ${launch_dir:} is resolved
 
 # A frozen backbone is put in eval mode on purpose (BatchNorm statistics must not drift).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
-# A head fit (strategy.head_fit on a frozen backbone) is solved in its training step: it has no optimizer.
-warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
-
-
-def _instantiate_all(group: DictConfig | None) -> list[Any]:
-    """Instantiate every `_target_` entry of a group (callbacks, loggers); null entries are switched off."""
-    if not group:
-        return []
-    return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
-
-
-def backbone_description(cfg: DictConfig) -> dict[str, Any]:
-    """The backbone as plain data; `strategy.pretrained: false` is resolved here (random init), once."""
-    backbone = dict(to_plain(cfg.backbone))
-    if not cfg.strategy.get("pretrained", True):
-        backbone["weights"] = None
-    return backbone
 
 
 def class_weights(labels: Sequence[int], num_classes: int) -> list[float]:
@@ -67,129 +58,63 @@ def class_weights(labels: Sequence[int], num_classes: int) -> list[float]:
     return [float(weights.get(k, 0.0)) for k in range(num_classes)]
 
 
-def build_model(cfg: DictConfig, class_names: list[str], input_overrides: dict | None,
-                train_labels: Sequence[int] = ()) -> TransferClassifier:
-    """The model from the config: its description is plain data, its optimizer and scheduler are built from the
+def build_model(settings: RunSettings, class_names: list[str], input_overrides: dict | None,
+                weights: list[float] | None = None) -> TransferClassifier:
+    """The model from the settings: its description is plain data, its optimizer and scheduler are built from the
     current config's `_partial_` targets (never from a file), its loss from `recipe` and `dataset.balance`."""
-    scheduler, interval = None, "epoch"
-    if cfg.get("scheduler"):
-        sched_cfg = OmegaConf.to_container(cfg.scheduler, resolve=True)
-        interval = sched_cfg.pop("interval", "epoch")
-        scheduler = instantiate(sched_cfg)
-    recipe = to_plain(cfg.get("recipe")) or {}
-    balance = cfg.dataset.get("balance", "none")
-    weights = class_weights(train_labels, len(class_names)) if balance != "none" and len(train_labels) else None
+    recipe = settings.recipe
     return TransferClassifier(
-        backbone=backbone_description(cfg),
-        head=to_plain(cfg.head),
-        strategy=to_plain(cfg.strategy),
+        backbone=settings.backbone_description(),
+        head=asdict(settings.head),
+        strategy=settings.strategy,
         class_names=class_names,
         input_overrides=input_overrides,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=scheduler,
-        scheduler_interval=interval,
-        channels_last=bool(cfg.get("channels_last", False)),
-        compile=bool(cfg.get("compile", False)),
-        label_smoothing=recipe.get("label_smoothing", 0.0),
-        mix={k: recipe[k] for k in ("mixup_alpha", "cutmix_alpha", "mix_prob") if k in recipe},
-        class_weights=weights if balance == "loss" else None,
-        head_fit_class_weights=weights,  # a solved head draws no batches: sampler and loss both weigh its rows
+        optimizer=instantiate(settings.optimizer),
+        scheduler=instantiate(settings.scheduler) if settings.scheduler else None,
+        scheduler_interval=settings.scheduler_interval,
+        channels_last=settings.channels_last,
+        compile=settings.compile,
+        label_smoothing=recipe.label_smoothing,
+        mix={"mixup_alpha": recipe.mixup_alpha, "cutmix_alpha": recipe.cutmix_alpha, "mix_prob": recipe.mix_prob},
+        class_weights=weights if settings.dataset.balance == "loss" else None,
     )
 
 
-def ema_callback(cfg: DictConfig, model: TransferClassifier) -> list[L.Callback]:
-    """`recipe.ema_decay`: validate, checkpoint and export an EMA of the weights (not for a solved head)."""
-    decay = OmegaConf.select(cfg, "recipe.ema_decay")
-    if decay is None:
-        return []
-    if model.fits_head_only:
-        log.info("recipe.ema_decay ignored: strategy=%s solves its head, there are no steps to average.",
-                 model.strategy.name)
-        return []
-    return [WarmupEMA(decay=float(decay), warmup=bool(OmegaConf.select(cfg, "recipe.ema_warmup", default=True)))]
+def build_callbacks(settings: RunSettings, plan: Plan, has_logger: bool) -> list[L.Callback]:
+    """The config's callbacks, and what the plan adds: the fitted head as the score to beat (a `fit_head`
+    phase before `fit`), an EMA of the weights (`recipe.ema_decay`, for a `fit` phase)."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    callbacks = [instantiate(spec) for spec in settings.callbacks.values()]
+    if not has_logger:  # LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if plan.fits_head and plan.fits_network:
+        callbacks.append(FittedHeadBaseline())
+    decay = settings.recipe.ema_decay
+    if decay is not None and plan.fits_network:
+        callbacks.append(WarmupEMA(decay=float(decay), warmup=settings.recipe.ema_warmup))
+    elif decay is not None:
+        log.info("recipe.ema_decay ignored: strategy=%s has no fit phase, there are no steps to average.",
+                 plan.strategy)
+    return callbacks
 
 
-def use_feature_cache(setting: bool | str, model: TransferClassifier) -> bool:
-    """`dataset.cache_features`: `auto` caches exactly when the strategy never trains the backbone."""
-    frozen = model.strategy.backbone_always_frozen(model.stages)
-    if setting == "auto":
-        return frozen
-    if setting and not frozen:
-        log.warning("dataset.cache_features ignored: strategy %r trains the backbone.", model.strategy.name)
-    return bool(setting) and frozen
-
-
-def cached_features(cfg: DictConfig, model: TransferClassifier, datamodule, trainer: L.Trainer):
-    """Swap images for cached backbone features (the backbone is a constant function of the image); a head fit
-    (`strategy.head_fit`) gets them as one full batch."""
-    device = trainer.strategy.root_device
+def feature_data(settings: RunSettings, model: TransferClassifier, datamodule, device: torch.device):
+    """Images swapped for cached backbone features (the backbone is a constant function of the image)."""
     layout = torch.channels_last if model.channels_last else torch.contiguous_format
     model.backbone.to(device, memory_format=layout)
     data = CachedFeatureDataModule(
-        datamodule, model.backbone, backbone_description(cfg), cfg.paths.cache_dir,
-        views=int(cfg.dataset.get("feature_views", 0)), seed=cfg.seed, channels_last=model.channels_last,
-        full_batch=model.fits_head_only,
-    )
+        datamodule, model.backbone, settings.backbone_description(), settings.cache_dir,
+        views=settings.dataset.feature_views, seed=settings.seed, channels_last=model.channels_last)
     data.setup("fit")
     model.backbone.to("cpu", memory_format=torch.contiguous_format)
     return data
 
 
-def fit_head_first(cfg: DictConfig, model: TransferClassifier, datamodule, trainer: L.Trainer) -> FittedHeadBaseline:
-    """LP-FT's first phase: the head fitted to convergence on cached features, before the backbone trains.
-    It takes seconds once the features are cached, so an interruption during it reruns it, and a run resumed
-    from any later checkpoint has the fitted head (and its report). Returns the callback that enters the head's
-    val score as the one fine-tuning has to beat (its checkpoint is saved when fine-tuning starts)."""
-    features = cached_features(cfg, model, datamodule, trainer)
-    report = model.fit_head(*features.fit_arrays())
-    # What fine-tuning has to beat: the fitted head on the cached val features (the run's first validation
-    # comes after a fine-tuning epoch). Kept in the report, so summary.json and checkpoints carry it.
-    with torch.no_grad():
-        logits = model.forward_head(features.val_features.to(model.device, model.dtype))
-    baseline = FittedHeadBaseline(logits, features.val_labels)
-    report["val_accuracy"] = baseline.scores["val/acc"]
-    tempered = "" if (report.get("temperature") or 1.0) == 1.0 else (
-        f"; divided by {report['temperature']:.2f} to logit std {model.strategy.head_fit['max_logit_std']:g}")
-    log.info("Head fitted on cached features in %.1f s: l2 %g, cross-validated accuracy %s (%d folds); val "
-             "accuracy %.4f before fine-tuning%s", report["seconds"], report["l2"], report["cv_accuracy"],
-             report["folds"], report["val_accuracy"], tempered)
-    return baseline
-
-
-def find_lr(cfg: DictConfig, model: TransferClassifier, data, trainer: L.Trainer) -> dict[str, Any]:
-    """`tune.lr_find=true`: Lightning's learning-rate finder (an exponential lr sweep over `tune.num_training`
-    steps; its suggestion is the steepest fall of the loss) sets optimizer.lr for this run. The Tuner saves the
-    model, optimizer and loop state before the sweep and restores them after it; the seed is set again, so the
-    training that follows is the run it would have been with that lr from the start."""
-    from lightning.pytorch.tuner import Tuner
-
-    settings = cfg.tune
-    # The finder stops at max_steps = num_training *or* at trainer.max_epochs, whichever comes first; let a short
-    # run's epochs not cut the sweep short (restored below).
-    max_epochs = trainer.fit_loop.max_epochs
-    trainer.fit_loop.max_epochs = max(max_epochs, settings.num_training)
-    try:
-        result = Tuner(trainer).lr_find(model, datamodule=data, min_lr=settings.min_lr, max_lr=settings.max_lr,
-                                        num_training=settings.num_training, update_attr=False)
-    finally:
-        trainer.fit_loop.max_epochs = max_epochs
-    suggestion = None if result is None else result.suggestion()
-    if suggestion is None:
-        raise ConfigValueError(
-            f"tune.lr_find: no suggestion between tune.min_lr={settings.min_lr} and tune.max_lr={settings.max_lr} "
-            "(the loss never fell). Widen the range, raise tune.num_training, or set optimizer.lr yourself.")
-    factory = model.optimizer_factory
-    model.optimizer_factory = partial(factory.func, *factory.args, **{**factory.keywords, "lr": float(suggestion)})
-    L.seed_everything(cfg.seed, workers=True)
-    log.info("Learning-rate finder: optimizer.lr=%.3g (was %s)", suggestion, factory.keywords.get("lr"))
-    return {"suggested_lr": float(suggestion), "configured_lr": factory.keywords.get("lr"),
-            "min_lr": settings.min_lr, "max_lr": settings.max_lr, "steps": len(result.results.get("lr", []))}
-
-
-def resume_command(cfg: DictConfig) -> str:
+def resume_command(settings: RunSettings) -> str:
     """The command that continues this run from `{ckpt}` (filled in on interruption): a single run in its own
     directory; a sweep job by re-running its sweep in the sweep's directory (finished jobs are skipped,
-    unfinished ones resume from their last.ckpt: transferlab.tasks.job)."""
+    unfinished ones resume from their last.ckpt: transferlab.jobs)."""
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
     if hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN:
         sweep_dir = Path(hydra_cfg.sweep.dir)
@@ -201,79 +126,162 @@ def resume_command(cfg: DictConfig) -> str:
     overrides: list[str] = []
     if hydra_cfg is not None:
         overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("ckpt_path=", "hydra."))]
-    words = ["python", "train.py", *overrides, "ckpt_path={ckpt}", f"hydra.run.dir={cfg.paths.output_dir}"]
+    words = ["python", "train.py", *overrides, "ckpt_path={ckpt}", f"hydra.run.dir={settings.output_dir}"]
     return " ".join(w if w == "ckpt_path={ckpt}" else shlex.quote(w) for w in words)
 
 
-def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
-    """Run one training job and return its summary (val/acc_best, checkpoints, timings...)."""
-    OmegaConf.resolve(cfg)  # fail now, naming the key, rather than mid-training
-    extra_callbacks = [*extra_callbacks, *auto_strategy(cfg)]  # strategy=auto: the advisor's choice (tasks/advise.py)
-    check_train_config(cfg)  # and out-of-range values, before any data or model
+@dataclass
+class Built:
+    """What a run trains: its settings, its data (prepared and scanned) and its model."""
 
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.dataset)
+    settings: RunSettings
+    datamodule: Any
+    model: TransferClassifier
+    class_weights: list[float] | None  # dataset.balance != none: n / (classes * count) per class
+
+
+def build(config: DictConfig | RunSettings) -> Built:
+    """The data and the model a training run of this config (or these settings) trains, as `train` builds them
+    (also for notebooks, benchmarks and tests): the data prepared and scanned, the model's input spec set on it."""
+    settings = config if isinstance(config, RunSettings) else settings_of(config)
+    datamodule = settings.build_datamodule()
     datamodule.prepare_data()
-    model = build_model(cfg, datamodule.class_names, datamodule.input_overrides,
-                        train_labels=getattr(datamodule, "train_labels", ()))
+    labels = getattr(datamodule, "train_labels", ())
+    weights = (class_weights(labels, len(datamodule.class_names))
+               if settings.dataset.balance != "none" and len(labels) else None)
+    model = build_model(settings, datamodule.class_names, datamodule.input_overrides, weights)
     datamodule.set_input_spec(model.input_spec)
-    log.info("Input: %s", model.input_spec)
+    return Built(settings, datamodule, model, weights)
 
-    loggers = _instantiate_all(cfg.get("logger"))
-    callbacks = [*_instantiate_all(cfg.get("callbacks")), *extra_callbacks, *ema_callback(cfg, model)]
-    if not loggers or model.fits_head_only:  # no logger, or no optimizer (a head fit): LearningRateMonitor refuses
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                     plugins=[AtomicCheckpointIO()])
 
+def settings_of(cfg: DictConfig) -> RunSettings:
+    """The composed config as checked settings, with Hydra's choices and overrides for the HParams table."""
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
-    log_hparams(trainer.loggers, run_hparams(cfg, hydra_cfg.runtime.choices if hydra_cfg else None,
-                                             hydra_cfg.overrides.task if hydra_cfg else ()))
+    return RunSettings.from_config(cfg, hydra_cfg.runtime.choices if hydra_cfg else None,
+                                   hydra_cfg.overrides.task if hydra_cfg else ())
 
-    if model.fits_head_only and trainer.world_size > 1:
-        raise ConfigValueError(
-            f"strategy={model.strategy.name} solves its head in seconds in one process; it does not run under "
-            f"{trainer.world_size} processes. Drop trainer.strategy=ddp (or set trainer.devices=1), or set "
-            "strategy.head_fit.enabled=false to train the head by SGD epochs.")
-    cache = cfg.dataset.get("cache_features", "auto")
-    if model.fits_head_only and not use_feature_cache(cache, model):
-        raise ConfigValueError(
-            f"dataset.cache_features={str(cache).lower()}: strategy={model.strategy.name} fits its head on cached "
-            "features. Use dataset.cache_features=auto, or strategy.head_fit.enabled=false to train the head on "
-            "images by SGD.")
-    if model.fits_head_only and trainer.limit_train_batches != 1.0:
-        log.info("trainer.limit_train_batches=%s ignored: a head fit uses every training row (one batch).",
-                 trainer.limit_train_batches)
-        trainer.limit_train_batches = 1.0
-    fit_data = datamodule
-    if use_feature_cache(cache, model):
-        fit_data = cached_features(cfg, model, datamodule, trainer)
-    ckpt_path = cfg.get("ckpt_path")
-    resume = readable_checkpoint(resolve_checkpoint(ckpt_path, "last")) if ckpt_path else None
-    if model.strategy.fits_head and not model.fits_head_only and resume is None:
-        trainer.callbacks.append(fit_head_first(cfg, model, datamodule, trainer))
+
+def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+    """Run one training job and return its record as a dict (val/acc_best, checkpoints, timings...)."""
+    clock = time.perf_counter()  # the run's clock: data preparation and feature caching included
+    settings = settings_of(cfg)  # every value checked, before any data or model
+    extra: dict[str, Any] = {}
+    if settings.strategy.name == "auto":  # the advisor's choice (transferlab.advise)
+        from transferlab.advise import auto_strategy
+
+        chosen, extra["advice"] = auto_strategy(settings)
+        settings = settings.with_strategy(chosen)
+
+    L.seed_everything(settings.seed, workers=True)
+    built = build(settings)
+    model = built.model
+    log.info("Input: %s", model.input_spec)
+    plan = make_plan(model.strategy, model.stages, settings.dataset.cache_features)
+    log.info("Plan: %s", plan.describe())
+
+    loggers = [instantiate(spec) for spec in settings.loggers.values()]
+    callbacks = [*build_callbacks(settings, plan, bool(loggers)), *extra_callbacks]
+    trainer: L.Trainer = instantiate(settings.trainer, callbacks=callbacks, logger=loggers or False,
+                                     plugins=[AtomicCheckpointIO()])
+    check_processes(plan, trainer.world_size)
+    log_hparams(trainer.loggers, settings.hparams)
     interrupt = next((c for c in trainer.callbacks if isinstance(c, GracefulInterrupt)), None)
     if interrupt is not None:
-        interrupt.resume_command = resume_command(cfg)
-    lr_found = None
-    if cfg.get("tune", {}).get("lr_find"):
-        if model.fits_head_only or resume is not None:
-            log.warning("tune.lr_find skipped: %s.", "the head is solved, not stepped" if model.fits_head_only
-                        else "a resumed run keeps its optimizer")
-        else:
-            lr_found = find_lr(cfg, model, fit_data, trainer)
-            for callback in trainer.callbacks:
-                if isinstance(callback, RunSummary):
-                    callback.extra["lr_find"] = lr_found
-    try:
-        trainer.fit(model, datamodule=fit_data, ckpt_path=resume)
-    except SIGTERMException:  # Lightning's stop request (SIGTERM, or Ctrl-C/SIGUSR1 through GracefulInterrupt)
-        if interrupt is None or interrupt.signum is None:
-            raise
-        checkpoint = interrupt.checkpoint
-        raise RunInterrupted(interrupt.signum, checkpoint, interrupt.command(str(checkpoint))) from None
+        interrupt.resume_command = resume_command(settings)
+    monitor = next((c for c in trainer.callbacks if isinstance(c, RunSummary)), None) or RunSummary()
+    monitor.start = clock
 
-    summary_cb = next((c for c in trainer.callbacks if isinstance(c, RunSummary)), None)
-    summary = dict(summary_cb.summary) if summary_cb else {}
-    summary.setdefault("val/acc_best", float(trainer.callback_metrics.get("val/acc_best", float("nan"))))
-    return summary
+    resume = readable_checkpoint(resolve_checkpoint(settings.ckpt_path, "last")) if settings.ckpt_path else None
+    # the features: what a backbone that never trains feeds its head, and what a fit_head phase to run needs
+    needs_features = plan.cache_features or (plan.fits_head and not (resume and plan.fits_network))
+    device = trainer.strategy.root_device
+    features = feature_data(settings, model, built.datamodule, device) if needs_features else None
+    phases: list[Phase] = []
+    fitted_head_only: dict[str, Any] = {}
+    if plan.fits_head:
+        start = time.perf_counter()
+        fitted_head_only = fit_head_phase(settings, plan, trainer, built, features, monitor, resume)
+        phases.append(Phase(FIT_HEAD, round(time.perf_counter() - start, 2)))
+    if plan.fits_network:
+        start = time.perf_counter()
+        data = features if plan.cache_features else built.datamodule
+        if settings.tune.lr_find:
+            if resume is not None:
+                log.warning("tune.lr_find skipped: a resumed run keeps its optimizer.")
+            else:
+                extra["lr_find"] = find_lr(tuner(settings), model, data, settings.tune, settings.seed)
+        fit(trainer, model, data, ckpt_path=resume)
+        phases.append(Phase(FIT, round(time.perf_counter() - start, 2), epochs=trainer.current_epoch))
+    elif settings.tune.lr_find:
+        log.warning("tune.lr_find skipped: strategy=%s has no fit phase (its head is not stepped by an optimizer).",
+                    plan.strategy)
+
+    record = monitor.record(trainer, model, phases=phases, extra=extra, **fitted_head_only)
+    for logger in trainer.loggers:  # a column of TensorBoard's HParams table (callbacks.hparams)
+        logger.log_metrics({"run/wall_time_s": record.wall_time_s}, step=trainer.global_step)
+    if trainer.is_global_zero:
+        print("\n".join(report_lines(record)))
+        record.write(settings.output_dir)
+    return record.to_dict()
+
+
+def fit_head_phase(settings: RunSettings, plan: Plan, trainer: L.Trainer, built: Built, features,
+                   monitor: RunSummary, resume: Path | None) -> dict[str, Any]:
+    """The `fit_head` phase. Before `fit` (lpft): the fitted head is entered as the score to beat, or, resumed
+    from a later checkpoint that holds it, nothing is left to do. As the whole plan (frozen): the head (fitted,
+    or a checkpoint's) is validated by Lightning's validate loop (TensorBoard, dashboards, val_predictions.csv)
+    and saved; returns what the run record takes from that (its checkpoints, no fine-tuning epoch)."""
+    model = built.model
+    if resume is not None and plan.fits_network:
+        return {}
+    if resume is None:
+        result = fit_head(model, features, settings.strategy.head_fit, trainer.strategy.root_device,
+                          built.class_weights, temper_for_fit=plan.fits_network)
+        log_head_fit(trainer.loggers, result)
+        if plan.fits_network:
+            baseline = next(c for c in trainer.callbacks if isinstance(c, FittedHeadBaseline))
+            baseline.enter(result.val_logits, result.val_labels)
+            return {}
+        monitor.note_baseline(result.val_accuracy)
+    else:
+        restore_fitted_head(model, resume)
+        monitor.note_baseline(float((model.head_fit_report or {}).get("val_accuracy") or float("nan")))
+    trainer.validate(model, datamodule=features, verbose=False)
+    return {**save_fitted_head(trainer, model), "best_epoch": -1, "epochs": 0}
+
+
+def restore_fitted_head(model: TransferClassifier, checkpoint: Path) -> None:
+    """`ckpt_path=...` on a plan of `fit_head` alone: the checkpoint's head (and its report) is the run's."""
+    from transferlab.models.classifier import head_fit_report_from
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["state_dict"])
+    model.head_fit_report = head_fit_report_from(state.get("head_fit"))
+
+
+def save_fitted_head(trainer: L.Trainer, model: TransferClassifier) -> dict[str, str | None]:
+    """A plan without `fit` has no epoch to checkpoint: the fitted head is saved once, as the best checkpoint
+    (`head_fit-acc<val acc>.ckpt`, where the monitored checkpoint callback keeps its files) and as last.ckpt."""
+    acc = float(trainer.callback_metrics.get("val/acc", float("nan")))
+    best_cb = next((c for c in trainer.checkpoint_callbacks if c.monitor and c.dirpath), None)
+    last_cb = next((c for c in trainer.checkpoint_callbacks if not c.monitor and c.dirpath), None)
+    saved: dict[str, str | None] = {"best_checkpoint": None, "last_checkpoint": None}
+    if best_cb is not None:
+        path = str(Path(best_cb.dirpath) / f"head_fit-acc{acc:.4f}{best_cb.FILE_EXTENSION}")
+        trainer.save_checkpoint(path)
+        saved["best_checkpoint"] = path
+    if last_cb is not None:
+        path = str(Path(last_cb.dirpath) / f"{last_cb.filename or 'last'}{last_cb.FILE_EXTENSION}")
+        trainer.save_checkpoint(path)
+        saved["last_checkpoint"] = path
+    return saved
+
+
+def tuner(settings: RunSettings) -> L.Trainer:
+    """A trainer for the learning-rate finder alone (`training.fit.find_lr`): the run's devices and precision,
+    no logger, callbacks or checkpoints, and epochs enough for the finder's steps."""
+    arguments = {**settings.trainer, "logger": False, "callbacks": [], "enable_checkpointing": False,
+                 "enable_progress_bar": False, "enable_model_summary": False,
+                 "max_epochs": max(settings.max_epochs or 1, settings.tune.num_training),
+                 "default_root_dir": str(Path(settings.output_dir) / "lr_find")}
+    return instantiate(arguments)

@@ -29,6 +29,9 @@ GRAYSCALE_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N",
 FEW_COLOURS, FLAT_SHARE, PHOTO_COLOURS = 64, 0.5, 256
 # A format this rare (one GIF among JPEGs) is suspicious once the set is big enough to have a norm.
 ODD_FORMAT_MIN_IMAGES, ODD_FORMAT_SHARE = 50, 0.98
+# A leaked val file names this many of its train copies (every copy is named under [duplicate] or
+# [conflicting_labels], the train group's finding).
+LEAK_NAMES = 10
 
 
 def diagnose(
@@ -156,6 +159,10 @@ def _counts(report: DatasetReport) -> None:
 
 
 def _duplicates_and_leaks(report: DatasetReport) -> None:
+    """Byte-identical files within a split (`duplicate`, or `conflicting_labels` across classes) and across
+    train and val (`leak`). Linear in the files: each file's relative path is computed once, and a leaked val
+    file names at most LEAK_NAMES of its train copies (a group of k copies would otherwise cost k^2 names; the
+    train group's own finding names every copy)."""
     groups: dict[str, list[Entry]] = defaultdict(list)
     for e in report.entries:
         groups[report.facts[e.path]["sha256"]].append(e)
@@ -163,16 +170,23 @@ def _duplicates_and_leaks(report: DatasetReport) -> None:
     for members in groups.values():
         if len(members) < 2:
             continue
-        for split in ("train", "val"):
-            same = [m for m in members if m.split == split]
-            if len(same) > 1:
-                others = ", ".join(report.rel(m.path) for m in same[1:])
-                item = Item(report.rel(same[0].path), f"same content as {others}")
-                (conflict if len({m.cls for m in same}) > 1 else dup).append(item)
-        train = [m for m in members if m.split == "train"]
+        by_split: dict[str, list[tuple[Entry, str]]] = {"train": [], "val": []}
         for m in members:
-            if m.split == "val" and train:
-                leak.append(Item(report.rel(m.path), f"also in train: {', '.join(report.rel(t.path) for t in train)}"))
+            by_split.setdefault(m.split, []).append((m, report.rel(m.path)))
+        codes = {}
+        for split in ("train", "val"):
+            same = by_split[split]
+            if len(same) > 1:
+                item = Item(same[0][1], f"same content as {', '.join(name for _, name in same[1:])}")
+                codes[split] = "conflicting_labels" if len({m.cls for m, _ in same}) > 1 else "duplicate"
+                (conflict if codes[split] == "conflicting_labels" else dup).append(item)
+        train = [name for _, name in by_split["train"]]
+        if train and by_split["val"]:
+            listed = ", ".join(train[:LEAK_NAMES])
+            if len(train) > LEAK_NAMES:
+                listed += f" and {len(train) - LEAK_NAMES} more (all named under [{codes['train']}])"
+            also = f"also in train: {listed}"  # one string for every val copy of the group
+            leak += [Item(name, also) for _, name in by_split["val"]]
     report.add("conflicting_labels", "warning",
                f"{len(conflict)} image(s) stored under more than one class of a split; "
                "they teach contradictory labels.", conflict)
