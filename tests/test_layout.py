@@ -105,3 +105,32 @@ def test_the_sweep_report_and_the_job_runner_import_no_torch_lightning_or_matplo
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_the_command_line_composes_and_checks_a_config_without_the_heavy_libraries():
+    """train.py's own imports, composing conf/train.yaml and checking it (the typed settings, a config mistake
+    refused) load neither Lightning, timm, torchvision nor scikit-learn: `--help`, `--cfg job` and a typo answer
+    before they would (bench/startup.py times it)."""
+    heavy = ("lightning", "timm", "torchvision", "sklearn", "torchmetrics")
+    code = f"""
+import sys, runpy
+sys.argv = ["train.py"]
+module = runpy.run_path({str(ROOT / "train.py")!r}, run_name="not_main")  # train.py's imports, not its main
+from hydra import compose, initialize_config_dir
+from transferlab.config.settings import RunSettings
+from transferlab.errors import ConfigValueError
+with initialize_config_dir({str(ROOT / "conf")!r}, version_base="1.3"):
+    cfg = compose("train", overrides=["paths.root_dir=/tmp/x", "paths.output_dir=/tmp/x/run"])
+    bad = compose("train", overrides=["paths.root_dir=/tmp/x", "paths.output_dir=/tmp/x/run", "optimizer.lr=0"])
+settings = RunSettings.from_config(cfg)
+try:
+    RunSettings.from_config(bad)
+except ConfigValueError as e:
+    print("refused:", e)
+print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    refused, loaded = proc.stdout.strip().splitlines()[-2:]
+    assert refused.startswith("refused: optimizer.lr=0")
+    assert loaded == "[]"

@@ -149,3 +149,26 @@ def test_lpft_fast_experiment_fine_tunes_only_lite0s_last_five_stages_at_twice_t
     frozen = [name for name in norms if stage_of[name] < 3]
     assert frozen and not any(norms[name].training for name in frozen)  # they keep their statistics
     assert all(norms[name].training for name in norms if stage_of[name] >= 3)
+
+
+def test_weight_decay_spares_biases_and_normalisation_parameters(tmp_path, tiny_folder):
+    """timm's and fastai's rule: weight decay on the weights of convolutions and linear layers only; biases,
+    BatchNorm scales and shifts (every 1-d parameter) are not pulled to zero. Each lr multiplier keeps its rate."""
+    model = _model(tmp_path, tiny_folder, "discriminative", "optimizer=adamw", "optimizer.weight_decay=0.05")
+    optimizer = model.configure_optimizers()["optimizer"]
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    names = dict(model.named_parameters())
+    assert set(decay) == {id(p) for p in names.values()}  # every parameter, once
+    norms = {f"{m}.{n}" for m, mod in model.named_modules() if isinstance(mod, _BatchNorm)
+             for n, _ in mod.named_parameters(recurse=False)}
+    assert norms  # the tiny backbone has BatchNorm layers
+    for name, param in names.items():
+        spared = param.ndim <= 1 or name.endswith(".bias")
+        assert decay[id(param)] == (0.0 if spared else 0.05), name
+        if name in norms:
+            assert decay[id(param)] == 0.0
+    head_weight = model.head[-1].weight
+    lrs = _lrs_by_param(model)
+    assert lrs[id(head_weight)] == lrs[id(model.head[-1].bias)]  # the split keeps each group's rate
+    sgd = _model(tmp_path / "sgd", tiny_folder, "finetune").configure_optimizers()["optimizer"]
+    assert all("weight_decay" not in g or g["weight_decay"] == 0.0 for g in sgd.param_groups)  # the tutorial: none

@@ -80,12 +80,20 @@ def build_model(settings: RunSettings, class_names: list[str], input_overrides: 
     )
 
 
-def build_callbacks(settings: RunSettings, plan: Plan, has_logger: bool) -> list[L.Callback]:
-    """The config's callbacks, and what the plan adds: the fitted head as the score to beat (a `fit_head`
-    phase before `fit`), an EMA of the weights (`recipe.ema_decay`, for a `fit` phase)."""
+def build_callbacks(settings: RunSettings, plan: Plan, has_logger: bool, clock: float) -> list[L.Callback]:
+    """The config's callbacks, set up for this run (the run's clock, the command that resumes it), and what the
+    plan adds: the fitted head as the score to beat (a `fit_head` phase before `fit`), an EMA of the weights
+    (`recipe.ema_decay`, for a `fit` phase). A RunSummary is always there: the run record is taken from it."""
     from lightning.pytorch.callbacks import LearningRateMonitor
 
     callbacks = [instantiate(spec) for spec in settings.callbacks.values()]
+    if not any(isinstance(c, RunSummary) for c in callbacks):
+        callbacks.append(RunSummary())
+    for callback in callbacks:
+        if isinstance(callback, RunSummary):
+            callback.start = clock
+        elif isinstance(callback, GracefulInterrupt):
+            callback.resume_command = resume_command(settings)
     if not has_logger:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     if plan.fits_head and plan.fits_network:
@@ -180,16 +188,12 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     log.info("Plan: %s", plan.describe())
 
     loggers = [instantiate(spec) for spec in settings.loggers.values()]
-    callbacks = [*build_callbacks(settings, plan, bool(loggers)), *extra_callbacks]
+    callbacks = [*build_callbacks(settings, plan, bool(loggers), clock), *extra_callbacks]
     trainer: L.Trainer = instantiate(settings.trainer, callbacks=callbacks, logger=loggers or False,
                                      plugins=[AtomicCheckpointIO()])
     check_processes(plan, trainer.world_size)
     log_hparams(trainer.loggers, settings.hparams)
-    interrupt = next((c for c in trainer.callbacks if isinstance(c, GracefulInterrupt)), None)
-    if interrupt is not None:
-        interrupt.resume_command = resume_command(settings)
-    monitor = next((c for c in trainer.callbacks if isinstance(c, RunSummary)), None) or RunSummary()
-    monitor.start = clock
+    monitor = next(c for c in trainer.callbacks if isinstance(c, RunSummary))
 
     resume = readable_checkpoint(resolve_checkpoint(settings.ckpt_path, "last")) if settings.ckpt_path else None
     # the features: what a backbone that never trains feeds its head, and what a fit_head phase to run needs
