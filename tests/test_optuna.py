@@ -98,6 +98,11 @@ def test_a_job_repeated_on_two_seeds_returns_the_mean_of_their_val_acc_best(tmp_
     assert job["repeat"]["values"] == dict(zip(reps, values, strict=True))
     assert job["val/acc_best_n"] == 2 and job["val/acc_best_std"] == pytest.approx(statistics.stdev(values))
     assert (tmp_path / "job" / "rep_seed1" / "checkpoints" / "last.ckpt").is_file()
+    from transferlab.models.checkpoint import load_model
+
+    for name, seed in (("rep_seed1", 1), ("rep_seed2", 2)):  # what follows ${seed} follows each repetition's seed
+        strategy = load_model(tmp_path / "job" / name / "checkpoints" / "last.ckpt").strategy
+        assert strategy.head_fit.seed == seed
 
 
 def test_repeat_folds_runs_each_fold_in_its_own_directory(tmp_path, tiny_folder):

@@ -147,7 +147,8 @@ class RunSummary(L.Callback):
             "val_history": list(self.history),
             "wall_time_s": round(wall, 2),
             # counted on this rank; every rank trains on as many images (DistributedSampler)
-            "train_images_per_s": round(self.train_images * world / wall, 1) if wall > 0 else None,
+            "train_images_per_s": (round(self.train_images * world / wall, 1)
+                                   if wall > 0 and self.train_images else None),
             "train_phase_s": round(self.train_phase_s, 2),
             "train_phase_images_per_s": (round(self.train_images * world / self.train_phase_s, 1)
                                          if self.train_phase_s > 0 else None),

@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from transferlab.config.settings import RunSettings
 from transferlab.errors import RunInterrupted
 from transferlab.jobs.attempts import (
     JobDirConflict,
@@ -54,14 +55,15 @@ def run_job(cfg: DictConfig, task: Task | None = None) -> float | None:
     """Run one training job under Hydra; return its val/acc_best (what sweepers such as Optuna maximise).
 
     None when the job failed in a multirun, or when it finished without a validation accuracy."""
-    if task is None:
-        from transferlab.tasks.train import train as task
+    task = task or _train
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
     in_sweep = (hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN) or SWEEP_JOB_ENV in os.environ
     output_dir = Path(hydra_cfg.runtime.output_dir if hydra_cfg is not None else cfg.paths.output_dir)
     child = "LOCAL_RANK" in os.environ  # a DDP rank > 0 started by this job: rank 0 decided everything
     resuming = not child and (requeued() or (in_sweep and explicit_sweep_dir(hydra_cfg)))
     try:
+        if task is _train:  # a config mistake is refused here, before the training stack is imported
+            RunSettings.from_config(copy.deepcopy(cfg))  # a copy: repetitions still change the seed
         if not child:
             assign_gpu(cfg, hydra_cfg)
             if hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN and is_rank_zero():
@@ -86,6 +88,14 @@ def run_job(cfg: DictConfig, task: Task | None = None) -> float | None:
             write_failed_summary(output_dir, error)
         return None
     return job_value(summary)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
+    """The training task (`transferlab.tasks.train.train`), imported when a job runs: it imports torch and
+    Lightning."""
+    from transferlab.tasks.train import train
+
+    return train(cfg)
 
 
 def run_repeated(cfg: DictConfig, task: Task, output_dir: Path, reps: list[tuple[str, dict[str, Any]]],
