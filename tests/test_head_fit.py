@@ -364,3 +364,36 @@ def test_a_checkpoints_head_fit_report_is_data_checked_before_it_is_kept():
     for damaged in ({**report, "l2": "0.01"}, {**report, "candidates": {"features": [0.9]}},
                     {**report, "source_names": [309]}, ["l2", 0.01]):
         assert head_fit_report_from(damaged) is None  # dropped: the summary never prints it
+
+
+class _WholeHeadAtStart(L.Callback):
+    def on_train_start(self, trainer, pl_module):
+        import copy
+
+        self.head = copy.deepcopy(pl_module.head).eval().cpu()
+
+
+def test_lpft_with_an_mlp_head_fits_it_on_the_features_then_fine_tunes_from_it(tmp_path, tiny_folder):
+    """strategy=lpft head=mlp: the fit_head phase trains the MLP by minibatch epochs, tempers its last layer to
+    the logit spread asked for, enters it as the score to beat; then the fit phase trains the whole network."""
+    from transferlab.tasks.train import train
+
+    start = _WholeHeadAtStart()
+    overrides = shrink(tiny_folder, strategy="lpft", head="mlp", **{
+        "paths.cache_dir": tmp_path / "cache", "callbacks.early_stopping": "null", "trainer.max_epochs": 1,
+        "strategy.head_fit.training.max_epochs": 20, "strategy.head_fit.max_logit_std": 0.05,
+        "trainer.limit_val_batches": "null"})  # the head is scored on the whole val set, so every epoch must be
+    summary = train(compose_config(tmp_path, overrides), extra_callbacks=[start])
+    report = summary["head_fit"]
+    assert report["solver"] == "minibatch" and report["temperature"] > 1
+    assert [p["name"] for p in summary["phases"]] == ["fit_head", "fit"] and summary["epochs"] == 1
+    assert summary["val_history"][0]["epoch"] == -1  # the fitted head, the score fine-tuning had to beat
+    assert summary["val_history"][0]["val_acc"] == pytest.approx(report["val_accuracy"])
+    assert summary["trainable_params"] == summary["total_params"]  # then everything trained
+    (cache,) = (tmp_path / "cache" / "features").glob("*.pt")
+    data = load_features(cache)
+    with torch.no_grad():  # fine-tuning began at the tempered head, on the raw features (standardisation folded in)
+        logits = start.head(data["train"][0])
+        val_accuracy = float((start.head(data["val"]).argmax(1) == data["val_labels"]).float().mean())
+    assert float(logits.std()) == pytest.approx(0.05, rel=1e-3)
+    assert val_accuracy == pytest.approx(report["val_accuracy"])
