@@ -5,6 +5,7 @@ import hydra
 from omegaconf import DictConfig
 
 from transferlab.config import register_resolvers
+from transferlab.config.command import check_added_keys, command_line
 from transferlab.errors import reported
 from transferlab.tasks.export import ExportMismatchError, run
 
@@ -14,8 +15,10 @@ register_resolvers()  # before Hydra resolves paths (${launch_dir:}) and the run
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     with reported(ExportMismatchError):
+        check_added_keys(cfg)  # `+foo=1`: refused, not ignored
         run(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    with command_line():  # a mistake on the command line or in the config: one line, exit 2
+        main()

@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from transferlab.config import register_resolvers
+from transferlab.config.command import command_line
 from transferlab.errors import reported
 from transferlab.jobs import run_job
 
@@ -19,4 +20,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    with command_line():  # a mistake on the command line or in the config: one line, exit 2
+        main()

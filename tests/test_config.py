@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import CONF, compose_config, run_script, shrink
 from transferlab.config import register_resolvers
-from transferlab.config.schema import SCHEMAS, StrategyConfig
+from transferlab.config.schema import SCHEMAS, StrategyConfig, schema_node
 from transferlab.models.backbones import packaged_weights_path
 from transferlab.models.strategy import strategy_from_config
 
@@ -222,7 +222,7 @@ def test_each_option_states_only_what_differs_from_what_it_extends(tmp_path, gro
         # a recipe also selects other groups (optimizer, scheduler); nothing else may sit between
         assert all(isinstance(s, dict) and all(k.startswith("override /") for k in s) for s in selections), (
             group, option, defaults)
-        if parent == "schema":
+        if parent == f"/{schema_node(group)}":
             base = OmegaConf.structured(SCHEMAS[group])
         else:
             base = compose_config(tmp_path, [f"{group}={parent}"])[group]

@@ -3,7 +3,6 @@ the decoded-image cache (cache_images) feeds the same pixels; a sweep shares bot
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -57,7 +56,7 @@ def test_second_run_reuses_the_cache_and_a_changed_file_invalidates_it(tmp_path,
     _run(tmp_path, tiny_folder, "two", **ONE_EPOCH, **{"optimizer.lr": 0.01})  # the lr does not change features
     assert _cache_files(tmp_path) == [first] and first.stat().st_mtime_ns == mtime
     image = next((tiny_folder / "train" / "ant").glob("*.png"))
-    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    image.write_bytes((tiny_folder / "train" / "bee" / image.name).read_bytes())  # other pixels: a new entry
     _run(tmp_path, tiny_folder, "three", **ONE_EPOCH)
     assert len(_cache_files(tmp_path)) == 2
 
@@ -138,7 +137,8 @@ def test_disk_image_cache_is_reused_and_follows_file_changes(tmp_path, tiny_fold
         assert la == lb and torch.equal(a, b)
 
     changed = samples[0].path
-    os.utime(changed, ns=(0, os.stat(changed).st_mtime_ns + 10**9))
+    with open(changed, "wb") as f, open(samples[-1].path, "rb") as other:  # other pixels: a new entry
+        f.write(other.read())
     third = DecodedImages(samples, None, short_side=20, cache_dir=cache)
     assert not third.cache_hit and third.cache_path != first.cache_path
     assert len(list((cache / "images").glob("*.pt"))) == 2

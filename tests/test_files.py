@@ -90,6 +90,6 @@ def test_doctor_cache_write_failure_keeps_the_old_cache(tmp_path, monkeypatch, c
     again.put(str(image), [3, 4], {"decoded": False})
     monkeypatch.setattr(os, "replace", lambda src, dst: (_ for _ in ()).throw(OSError("read-only")))
     again.save()  # logs a warning, never raises
-    assert "Could not write the doctor cache" in caplog.text
+    assert "Could not write the doctor facts cache" in caplog.text
     assert cache.path.read_text() == before
     assert leftovers(cache.path.parent) == []

@@ -20,7 +20,9 @@ LAYERS = {
     "transferlab.callbacks": 3, "transferlab.inference": 3, "transferlab.sweep_report": 3,
     "transferlab.jobs.repetitions": 3,  # the repetitions' directory names, which the sweep report reads
     "transferlab.training": 4, "transferlab.advise": 4,  # the phases a task runs; the advisor a task asks
+    "transferlab.quality": 4,  # the deep quality check: features (training), head fit (models), cleanlab
     "transferlab.tasks": 5, "transferlab.jobs": 5,
+    "transferlab.data.doctor.__main__": 5,  # a command (`python -m`): its --deep runs the quality check
     "transferlab": 6,  # the package's lazy `load_classifier`
 }
 NEVER = {("transferlab.data", "transferlab.models"), ("transferlab.models", "hydra")}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import zipfile
 
 import pytest
 
-from tests.conftest import make_folder
+from tests.conftest import ROOT, make_folder
 from transferlab.data import sources
+from transferlab.errors import DatasetLayoutError
 
 
 def _zip_of(folder, archive, extra_member=None):
@@ -77,3 +80,42 @@ def test_digits_are_written_once_as_an_image_folder(tmp_path):
     stamp = files[0].stat().st_mtime_ns
     sources.write_digits(root, image_size=16)
     assert files[0].stat().st_mtime_ns == stamp
+
+
+def test_digits_refuse_to_replace_a_folder_transferlab_did_not_write(tmp_path):
+    """`dataset.root=~/photos` with the default dataset=digits once replaced the photos (shutil.rmtree)."""
+    root = make_folder(tmp_path / "photos", {"holiday": {"ants": 2}})
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    with pytest.raises(DatasetLayoutError, match=r"did not write.*dataset=folder"):
+        sources.write_digits(root, image_size=16)
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    assert not list(tmp_path.glob(".digits-*"))  # refused before writing anything
+
+
+def test_a_download_never_replaces_a_folder_of_the_users_files(tmp_path, fake_download):
+    root = tmp_path / "mine"
+    root.mkdir()
+    (root / "notes.txt").write_text("keep me")
+    with pytest.raises(DatasetLayoutError, match="did not write"):
+        sources.download_hymenoptera(root, "https://example.invalid/h.zip")
+    assert (root / "notes.txt").read_text() == "keep me"
+
+
+def test_an_empty_folder_is_filled(tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    sources.write_digits(root, image_size=16)
+    assert len(list(root.rglob("*.png"))) == 1797
+
+
+@pytest.mark.slow
+def test_train_py_with_the_default_dataset_on_a_users_folder_exits_2_and_deletes_nothing(tmp_path):
+    folder = tmp_path / "my photos"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("precious")
+    root = f'dataset.root="{folder.as_posix()}"'
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), root,
+                           "logger=none"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: dataset.root=")
+    assert (folder / "keep.txt").read_text() == "precious"

@@ -117,11 +117,13 @@ def test_failed_job_in_a_multirun_returns_none_and_writes_a_failed_summary(tmp_p
     assert summary["val/acc_best"] is None
 
 
-def test_failed_job_in_a_single_run_raises(tmp_path):
+def test_failed_job_in_a_single_run_raises_and_writes_a_failed_summary(tmp_path):
     cfg = _as_job(tmp_path, RunMode.RUN)
     with pytest.raises(RuntimeError, match="out of memory"):
         run_job(cfg, task=_boom)
-    assert not (tmp_path / "run" / "summary.json").exists()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["error"] == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
 
 
 def test_job_returns_val_acc_best_or_none(tmp_path):

@@ -2,8 +2,11 @@
 entry protocol (verify on load, lock while building, clean up after killed writers).
 
 `atomic_writer` is the one atomic write (temp file in the same folder, fsync, rename); the bytes, text, JSON
-and torch writers are built on it. `load_or_build` is how the three caches (frozen features, decoded images,
-doctor facts) open an entry. Kept free of torch at import time: the dataset doctor's CLI uses it too.
+and torch writers are built on it. `load_or_build` is how the frozen-feature and decoded-image caches open an
+entry, `read_checked` how the small JSON ones (doctor facts, file index) are read. A cache that cannot be
+written (read-only folder, full disk) is never fatal: `save_or_warn` names the folder and the bytes it needed,
+once per folder, and the run goes on with what it computed. Kept free of torch at import time: the dataset
+doctor's CLI uses it too.
 """
 
 from __future__ import annotations
@@ -78,7 +81,13 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     import torch  # here, not at the top: the dataset doctor imports this module and must stay torch-free
 
     with atomic_writer(path, "wb") as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:  # torch's zip writer turns a failed write (full disk) into a RuntimeError
+            cause = e.__cause__ or e.__context__
+            if isinstance(cause, OSError):
+                raise cause from None
+            raise
     return Path(path)
 
 
@@ -133,12 +142,17 @@ def load_or_build(path: str | os.PathLike, load: Callable[[Path], T], build: Cal
 
     `load(path)` returns the entry or raises (any exception, e.g. `CorruptEntry` from its own checks, or
     torch's on a truncated file) when the entry is corrupt; `build(path)` computes the entry and writes it
-    atomically. Building happens under the entry's lock, and the entry is looked for again once the lock is
-    held, so concurrent jobs needing one entry build it once: the others wait, then load it. A corrupt entry
-    is reported in one warning naming the file and what was wrong, deleted and rebuilt. Orphaned temporary
-    files in the folder are removed first (`remove_orphan_temps`)."""
+    atomically (through `save_or_warn`: a failed write leaves the computed entry in use). Building happens
+    under the entry's lock, and the entry is looked for again once the lock is held, so concurrent jobs needing
+    one entry build it once: the others wait, then load it. A corrupt entry is reported in one warning naming
+    the file and what was wrong, deleted and rebuilt. Orphaned temporary files in the folder are removed first
+    (`remove_orphan_temps`). A folder where no lock can be made (read-only, not a folder) still serves the
+    entries already there; a missing one is built without the lock."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # unwritable: what is there can still be read; the write names the folder (save_or_warn)
     remove_orphan_temps(path.parent)
     if path.is_file():
         try:
@@ -151,6 +165,9 @@ def load_or_build(path: str | os.PathLike, load: Callable[[Path], T], build: Cal
     except Timeout:
         log.info("Waiting for another job to finish writing %s", path)
         lock.acquire()
+    except OSError as e:  # no lock file can be made there: nothing can be written either
+        log.debug("No lock for %s (%s); building it unlocked", path, e)
+        return build(path), False
     try:
         if path.is_file():  # built by another job while we waited, or corrupt
             try:
@@ -168,3 +185,59 @@ def discard_corrupt(path: str | os.PathLike, what: str, error: BaseException | s
     reason = " ".join(str(reason).split())[:300]  # one line, even for multi-line loader errors
     log.warning("Corrupt %s %s (%s): deleted, rebuilding it", what, path, reason)
     Path(path).unlink(missing_ok=True)
+
+
+# --- caches that cannot be written, small checked JSON caches -------------------------------------------------
+_WARNED_FOLDERS: set[str] = set()  # folders already warned about in this process: one warning each
+
+
+def save_or_warn(write: Callable[[], Any], path: str | os.PathLike, what: str, nbytes: int) -> bool:
+    """Run `write()` (an atomic write of `path`); True if it wrote. A cache that cannot be written (read-only
+    folder, full disk, a file where its folder should be) is not a reason to stop a run that has already
+    computed the entry: the first failure in a folder is one warning naming the folder, the error and the
+    bytes the entry needed, later ones in that folder are logged at info; the caller keeps the entry in memory."""
+    try:
+        write()
+        return True
+    except OSError as e:
+        folder = str(Path(path).parent)
+        level = logging.INFO if folder in _WARNED_FOLDERS else logging.WARNING
+        _WARNED_FOLDERS.add(folder)
+        log.log(level, "Could not write the %s in %s (%s: %s; it needs %s): going on without caching it, this run "
+                "keeps it in memory. Free space there or point paths.cache_dir / dataset.cache_dir at a writable "
+                "folder.", what, folder, type(e).__name__, e, _size(nbytes))
+        return False
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes:,} bytes" if nbytes < 2**20 else f"{nbytes / 2**20:,.1f} MB ({nbytes:,} bytes)"
+
+
+def read_checked(path: Path, load: Callable[[Path], T], what: str, default: T) -> T:
+    """A small cache file read with `load`, which raises `CorruptEntry` or ValueError when the file is
+    damaged: such a file is named in one warning and deleted (judged under its lock, where no other job can be
+    replacing it). `default` when there is none, or it cannot be read (then the caller recomputes)."""
+    remove_orphan_temps(path.parent)
+    if not path.is_file():
+        return default
+    try:
+        return load(path)
+    except (OSError, ValueError, CorruptEntry):
+        pass  # judged again under the lock
+    try:
+        with entry_lock(path):
+            try:
+                return load(path)
+            except FileNotFoundError:
+                return default
+            except (ValueError, CorruptEntry) as e:
+                discard_corrupt(path, what, e)
+                return default
+    except OSError as e:  # unreadable, or a read-only cache folder (no lock file): recompute this time
+        log.warning("Could not read the %s %s (%s); recomputing it.", what, path, e)
+        return default
+
+
+def json_digest(obj: Any) -> str:
+    """sha256 of `obj` in a canonical JSON form (the same before saving and after loading)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -60,6 +60,9 @@ class RunRecord:
     device: str | None = None
     precision: str | None = None
     head_fit: dict[str, Any] | None = None  # the fit_head phase's report (strength, CV scores, seconds, ...)
+    # the files the run left out (dataset.on_bad_file=skip): {"count", "files"}, found bad by the dataset doctor
+    # or when decoded (feature extraction, cache_images, mid-training in the main process)
+    skipped: dict[str, Any] | None = None
     error: str | None = None  # failed: `Type: first line`
     # interrupted: the signal, where it stopped, the checkpoint and the command that resumes
     signal: str | None = None
@@ -82,7 +85,7 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         """The JSON object: unset fields that only some statuses have are left out."""
         only_when_set = {"error", "signal", "global_step", "checkpoint", "resume_command", "val_acc_best_std",
-                         "val_acc_best_n"}
+                         "val_acc_best_n", "skipped"}
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -129,10 +132,14 @@ class RunRecord:
 
     # --- the other endings ------------------------------------------------------------------------------
     @classmethod
-    def failed(cls, run_dir: str | os.PathLike, error: str) -> Path:
-        """Record a failed run: status failed and the error, keeping what an earlier record there measured."""
+    def failed(cls, run_dir: str | os.PathLike, error: str, checkpoint: str | None = None,
+               resume_command: str | None = None) -> Path:
+        """Record a failed run: status failed and the error, keeping what an earlier record there measured; a
+        run that saved a checkpoint first also gets it and the command that continues from it."""
         record = cls.read(run_dir) or cls()
         record.status, record.error = "failed", error
+        if resume_command is not None:
+            record.checkpoint, record.resume_command = checkpoint, resume_command
         return record.write(run_dir)
 
     def value(self) -> float | None:
@@ -151,12 +158,29 @@ def report_lines(record: RunRecord) -> list[str]:
         f"Training complete in {wall // 60:.0f}m {wall % 60:.0f}s",
         f"Best val acc: {best} ({_best_epoch_name(record)})",
         *_chance_lines(record),
+        *_quality_lines(record.extra),
         *head_fit_lines(record.head_fit, record.val_acc_best, head_is_best=record.best_epoch == -1,
                         fine_tuned=any(p.name == "fit" for p in record.phases)),
     ]
     if record.trainable_params is not None:
         lines.append(f"Trainable params: {record.trainable_params:,} of {record.total_params:,}")
     lines += [f"Best checkpoint: {record.best_checkpoint}", f"Last checkpoint: {record.last_checkpoint}"]
+    return lines
+
+
+def _quality_lines(extra: dict) -> list[str]:
+    """The deep quality check's counts, and the val accuracy without the leaked val images when there are any."""
+    quality = extra.get("quality")
+    if not quality:
+        return []
+    counts = quality.get("counts", {})
+    lines = [f"Quality check: {counts.get('leak', 0)} train/val near-duplicate leaks, {counts.get('duplicate', 0)} "
+             f"near-duplicates within a split, {counts.get('label', 0)} suspected label errors, "
+             f"{counts.get('outlier', 0)} outliers (summary.json: quality)"]
+    free = extra.get("val_acc_leak_free")
+    if free:
+        lines.append(f"Leak-free val acc: {free['accuracy']:.4f} on {free['images']} images "
+                     f"({free['leaked']} val images with a near-duplicate in train left out)")
     return lines
 
 
@@ -181,8 +205,9 @@ def head_fit_lines(report: dict | None, best: float | None, head_is_best: bool =
         tried = ", ".join(f"{k} {v:.4f}" for k, v in (report.get("candidates") or {}).items())
         scored = "class-balanced accuracy" if report.get("balanced") else "accuracy"
         lines.append(f"Head fit: {inputs}, l2 {report['l2']:g}; cross-validated {scored} on train: {tried}")
-    elif report.get("folds") == 0:
-        lines.append(f"Head fit: no cross-validation (a class has fewer than 2 training images); l2 {report['l2']:g}")
+    elif report.get("folds") == 0:  # records written before cv_skipped: the only data-driven reason then
+        why = report.get("cv_skipped") or "a class has fewer than 2 training images"
+        lines.append(f"Head fit: no cross-validation ({why}); l2 {report['l2']:g} used, not chosen")
     before = report.get("val_accuracy")
     if before is not None and fine_tuned:
         kept = ", so the best checkpoint is this head" if head_is_best else ""

@@ -11,35 +11,15 @@ from dataclasses import fields
 from pathlib import Path
 
 from hydra.errors import HydraException
-from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from transferlab.advise.measures import measure
-from transferlab.advise.options import CONF_DIR
 from transferlab.advise.recommend import recommend
 from transferlab.advise.report import format_advice
 from transferlab.advise.thresholds import Thresholds
-from transferlab.config import register_resolvers
+from transferlab.config.compose import CONF_DIR, compose_train_config
 from transferlab.errors import reported
 from transferlab.files import atomic_write_json
-
-
-def compose_train_config(root: str, overrides: list[str], config_dir: Path | None = None) -> DictConfig:
-    """conf/train.yaml composed as `python train.py dataset=folder dataset.root=<root> <overrides>` would be."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    register_resolvers()
-    data = [] if any(o.startswith("dataset=") for o in overrides) else ["dataset=folder"]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str((config_dir or CONF_DIR).resolve()), version_base="1.3"):
-        cfg = compose("train", overrides=[*data, f"dataset.root={os.path.abspath(root)}", *overrides],
-                      return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # ${launch_dir:} = this directory, as in a train.py job
-    with open_dict(cfg):
-        del cfg.hydra
-    return cfg
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

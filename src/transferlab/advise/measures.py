@@ -242,28 +242,15 @@ def measure(settings: RunSettings, thresholds: Thresholds | None = None) -> tupl
     """Scan the data (the doctor), cache the backbone's features (the entry a training run of these settings
     uses), and measure. Returns (measures, datamodule)."""
     thresholds = thresholds or Thresholds()
-    from transferlab.data.features import CachedFeatureDataModule
-    from transferlab.models.backbones import create_backbone
     from transferlab.models.linear_fit import SourceHead
+    from transferlab.training.features import folder_features
 
-    start = time.perf_counter()
-    datamodule = settings.build_datamodule()  # the dataset option, as the training task builds it
-    datamodule.prepare_data()
+    found = folder_features(settings)
+    datamodule, backbone, features = found.datamodule, found.backbone, found.features
     splits = datamodule.scan()
     train_labels = [s.label for s in splits.train]
     sizes = size_measures(train_labels, len(splits.class_names))
-    scanned = time.perf_counter()
-
     description = settings.backbone_description()
-    backbone = create_backbone(**description)
-    datamodule.set_input_spec(backbone.input_spec.override(**datamodule.input_overrides))
-    channels_last = settings.channels_last
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    backbone.module.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    features = CachedFeatureDataModule(datamodule, backbone.module, description, settings.cache_dir,
-                                       views=0, seed=settings.seed, channels_last=channels_last)
-    features.setup("fit")
-    backbone.module.to("cpu", memory_format=torch.contiguous_format)
     extracted = time.perf_counter()
 
     x, y = features.train_features[0], features.train_labels  # the training pool only; val is never read
@@ -280,7 +267,8 @@ def measure(settings: RunSettings, thresholds: Thresholds | None = None) -> tupl
         backbone=f"{description['name']} ({description.get('weights')})",
         feature_dim=int(x.shape[1]) if x.ndim == 2 else None,
         feature_cache=str(features.cache_path), cache_hit=features.cache_hit,
-        seconds={"scan": round(scanned - start, 1), "features": round(extracted - scanned, 1),
-                 "probe": round(done - extracted, 1), "total": round(done - start, 1)},
+        seconds={"scan": round(found.scanned_s, 1), "features": round(found.extracted_s, 1),
+                 "probe": round(done - extracted, 1),
+                 "total": round(found.scanned_s + found.extracted_s + done - extracted, 1)},
     )
     return measures, datamodule

@@ -7,9 +7,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from transferlab.config.compose import CONF_DIR  # the project's conf/
 from transferlab.config.schema import StrategyConfig
-
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"  # the project's conf/ (src/transferlab/advise/options.py)
 
 
 def conf_dir() -> Path:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import random
-import shlex
 import shutil
 import signal
 import subprocess
@@ -29,6 +28,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from transferlab.config.command import with_checkpoint
 from transferlab.errors import RunInterrupted  # noqa: F401 (raised by the training task; imported from here)
 from transferlab.provenance import provenance
 from transferlab.record import RunRecord
@@ -126,9 +126,7 @@ class GracefulInterrupt(L.Callback):
                   val_acc_best=_best(trainer), **provenance()).write(trainer.default_root_dir)
 
     def command(self, checkpoint: str) -> str:
-        if self.resume_command:
-            return self.resume_command.replace("{ckpt}", shlex.quote(checkpoint))
-        return f"python train.py ckpt_path={shlex.quote(checkpoint)}"
+        return with_checkpoint(self.resume_command or "python train.py ckpt_path={ckpt}", checkpoint)
 
     # --- RNG state travels with every checkpoint ------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def register_resolvers() -> None:
     the resolvers `${launch_dir:}` (the directory the command was launched from), `${linear_scaled_lr:...}`
     (a learning rate scaled to the batch size) and `${unique_dir:...}`
     (a run directory no other process gets, `transferlab.config.run_dirs`) and the config schema (each
-    group's dataclass stored as `<group>/schema` in Hydra's ConfigStore, which the YAML options extend)."""
+    group's dataclass stored as `<group>_schema` in Hydra's ConfigStore, which the YAML options extend)."""
     if not OmegaConf.has_resolver("launch_dir"):
         OmegaConf.register_new_resolver("launch_dir", launch_dir)
     if not OmegaConf.has_resolver("linear_scaled_lr"):

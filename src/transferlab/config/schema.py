@@ -1,11 +1,12 @@
 """The config schema: one dataclass per config group, registered in Hydra's ConfigStore.
 
-Each group's schema is stored as the node `<group>/schema`, and every YAML option of the group extends it
-(Hydra's "extending configs" pattern):
+Each group's schema is stored as the root-level node `<group>_schema` (not in the group: a node there would
+be one of its options, listed by `--help` and selectable as `strategy=schema`), and every YAML option of the
+group extends it (Hydra's "extending configs" pattern):
 
     # conf/strategy/frozen.yaml
     defaults:
-      - schema
+      - /strategy_schema
       - _self_
     name: frozen
     train:
@@ -40,7 +41,10 @@ from transferlab.errors import ConfigValueError
 
 MISSING: Any = "???"  # omegaconf.MISSING: a value every option (or the command line) must give
 
-SCHEMA_NODE = "schema"  # the ConfigStore name of each group's schema: `defaults: [schema, _self_]`
+
+def schema_node(group: str) -> str:
+    """The ConfigStore name of `group`'s schema, which its options extend: `defaults: [/<group>_schema, _self_]`."""
+    return f"{group}_schema"
 
 
 # --- field checks (used by every __post_init__ below) -----------------------------------------------------------
@@ -321,6 +325,11 @@ class DatasetConfig:
     # cross-validation that picks its strength (which then scores balanced accuracy).
     balance: str = "none"
     cache_dir: str | None = "${paths.log_dir}/cache"  # the dataset doctor's per-file checks, reused while unchanged
+    # deep: also near-duplicate leaks, label errors and outliers (transferlab.quality) whenever the backbone's
+    # features are computed anyway (frozen, lpft, auto) | fast: the doctor's file checks only
+    quality: str = "deep"
+    exclude: str | None = None  # a file of paths to leave out (one per line; the doctor's --write-exclude)
+    relabel: str | None = None  # a CSV of `path,label` corrections
     input: InputConfig = field(default_factory=InputConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -356,6 +365,7 @@ class DatasetConfig:
         _choice("dataset.on_bad_file", self.on_bad_file, ("skip", "error"))
         _at_least("dataset.max_pixels", self.max_pixels, 1)
         _choice("dataset.balance", self.balance, ("none", "sampler", "loss"))
+        _choice("dataset.quality", self.quality, ("deep", "fast"))
 
     def datamodule_arguments(self) -> dict[str, Any]:
         """The datamodule's keyword arguments as plain data (`_target_` and `prepare` are built by the caller)."""
@@ -410,7 +420,7 @@ FOLLOW_THE_RUN: dict[str, dict[str, str]] = {
 
 
 def register_schemas() -> None:
-    """Store each group's schema as `<group>/schema` in Hydra's ConfigStore (idempotent). Must run before
+    """Store each group's schema as `<group>_schema` in Hydra's ConfigStore (idempotent). Must run before
     composition: the options' defaults lists name these nodes."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
@@ -420,4 +430,4 @@ def register_schemas() -> None:
         node = OmegaConf.structured(schema)
         for key, value in FOLLOW_THE_RUN.get(group, {}).items():
             OmegaConf.update(node, key, value)
-        store.store(group=group, name=SCHEMA_NODE, node=node)
+        store.store(name=schema_node(group), node=node)

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from transferlab.config.checks import check_run
+from transferlab.config.command import config_error_line
 from transferlab.config.schema import (
     BackboneConfig,
     DatasetConfig,
     HeadConfig,
     RecipeConfig,
     StrategyConfig,
+    schema_node,
 )
 from transferlab.errors import ConfigValueError
 
@@ -29,6 +31,9 @@ KEY_HPARAMS = ("strategy.name", "backbone.name", "head.kind", "optimizer.lr", "o
                "seed")
 # Groups whose option follows another's (train.yaml: `dataset_trainer: ${dataset}`): a column would repeat it.
 DERIVED_GROUPS = ("dataset_trainer",)
+# Top-level keys a run reads that no config file has to hold, so `+` may add them (transferlab.config.command):
+# the advisor's thresholds (`+advise.similar=0.95`, strategy=auto) and repetitions (`+repeat.seeds=[1,2,3]`).
+ADDABLE_KEYS = ("advise", "repeat")
 
 
 @dataclass(frozen=True)
@@ -60,11 +65,17 @@ class RunSettings:
     output_dir: str
     cache_dir: str
     ckpt_path: str | None = None
+    resume: bool = True  # false: ckpt_path's weights start a new run (transferlab.training.resume)
     channels_last: bool = False
     compile: bool = False
     tune: TuneSettings = field(default_factory=TuneSettings)
     advise: dict[str, Any] = field(default_factory=dict)  # the advisor's thresholds (strategy=auto)
     hparams: dict[str, Any] = field(default_factory=dict)  # what TensorBoard's HParams table shows
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.resume, bool):
+            raise ConfigValueError(f"resume={self.resume!r}: use true (continue the run that wrote ckpt_path) or "
+                                   "false (a new run from its weights).")
 
     @classmethod
     def from_config(cls, cfg: Any, choices: Mapping[str, Any] | None = None,
@@ -72,10 +83,14 @@ class RunSettings:
         """The composed `conf/train.yaml` (a DictConfig) as settings; `choices` and `overrides` are Hydra's
         runtime choices and the command line's overrides (for the HParams table)."""
         from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
 
         from transferlab.config.schema import SCHEMAS
 
-        OmegaConf.resolve(cfg)  # fail now, naming the key, rather than mid-training
+        try:
+            OmegaConf.resolve(cfg)  # fail now, naming the key (the one typed: `seed`), rather than mid-training
+        except OmegaConfBaseException as e:
+            raise ConfigValueError(config_error_line(e) or str(e).splitlines()[0]) from None
         typed = {group: _typed(cfg, group, schema) for group, schema in SCHEMAS.items()}
         plain = OmegaConf.to_container(cfg, resolve=True)
         scheduler = dict(plain.get("scheduler") or {}) or None
@@ -88,7 +103,8 @@ class RunSettings:
             callbacks={k: v for k, v in (plain.get("callbacks") or {}).items() if v is not None and "_target_" in v},
             loggers={k: v for k, v in (plain.get("logger") or {}).items() if v is not None and "_target_" in v},
             output_dir=str(plain["paths"]["output_dir"]), cache_dir=str(plain["paths"]["cache_dir"]),
-            ckpt_path=plain.get("ckpt_path"), channels_last=bool(plain.get("channels_last", False)),
+            ckpt_path=plain.get("ckpt_path"), resume=plain.get("resume", True),
+            channels_last=bool(plain.get("channels_last", False)),
             compile=bool(plain.get("compile", False)), tune=tune, advise=dict(plain.get("advise") or {}),
             hparams=run_hparams(plain, choices, overrides),
         )
@@ -138,11 +154,11 @@ def _typed(cfg: Any, group: str, schema: type) -> Any:
     if node is None or OmegaConf.get_type(node) is not schema:
         raise ConfigValueError(
             f"{group}: the option does not extend the {group} schema ({schema.__name__}); start it with "
-            f"`defaults: [schema, _self_]` (or extend one of conf/{group}/*.yaml).")
+            f"`defaults: [/{schema_node(group)}, _self_]` (or extend one of conf/{group}/*.yaml).")
     try:
         return OmegaConf.to_object(node)
     except OmegaConfBaseException as e:
-        raise ConfigValueError(f"{group}: {str(e).splitlines()[0]}") from None
+        raise ConfigValueError(config_error_line(e) or f"{group}: {str(e).splitlines()[0]}") from None
 
 
 def _select(plain: Mapping[str, Any], dotted: str) -> Any:

@@ -12,10 +12,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from transferlab.config.schema import DatasetConfig
+from transferlab.data.curation import curate
 from transferlab.data.dataset import ImageSamples
 from transferlab.data.decoded import DecodedImages
 from transferlab.data.doctor import BAD_FILE_CODES, BadFilesError, DatasetReport, Finding, diagnose
-from transferlab.data.folders import DatasetLayoutError, FolderSplits, kfold_split
+from transferlab.data.folders import DatasetLayoutError, FolderSplits, check_layout, fingerprint, kfold_split
 from transferlab.data.images import DEFAULT_MAX_PIXELS
 from transferlab.data.input_spec import InputSpec
 from transferlab.data.loaders import training_loader
@@ -55,8 +56,11 @@ class FolderDataModule(L.LightningDataModule):
     read (`class_names`, `val_files`, `report`, `report_dict()`) `CachedFeatureDataModule` passes through.
 
     The first `scan()` runs the dataset doctor (`transferlab.data.doctor`): layout errors stop here, before
-    any model is built; unreadable or over-size files (`max_pixels`) are skipped with a warning listing each
-    (`on_bad_file="skip"`) or stop here with the list (`"error"`). The report is kept as `self.report`.
+    any model is built (a root that is no dataset by its shape, `folders.layout_problem`, before the doctor:
+    one line, nothing decoded); unreadable or over-size files (`max_pixels`) are skipped with a warning listing each
+    (`on_bad_file="skip"`) or stop here with the list (`"error"`). The report is kept as `self.report`. The
+    policy holds wherever a file is decoded later (decoding once, feature extraction, mid-training), for a file
+    that changed since the scan; `skipped_files()` lists every file left out.
     `cache_dir` caches the doctor's per-file checks (None: no cache).
     """
 
@@ -83,6 +87,9 @@ class FolderDataModule(L.LightningDataModule):
         fold: int = 0,
         cv_pool: str = "train",
         balance: str = "none",
+        exclude: str | None = None,
+        relabel: str | None = None,
+        quality: str = "deep",
     ) -> None:
         super().__init__()
         # the same checks as a composed config's (the schema's own, one home), for a datamodule built in code
@@ -91,7 +98,10 @@ class FolderDataModule(L.LightningDataModule):
                       folds=folds, fold=fold, cv_pool=cv_pool, pin_memory=pin_memory, cache_features=cache_features,
                       feature_views=feature_views, cache_images=cache_images, on_bad_file=on_bad_file,
                       max_pixels=max_pixels, balance=balance, cache_dir=cache_dir, input=dict(input or {}),
-                      augment=dict(augment or {}))
+                      augment=dict(augment or {}), exclude=exclude, relabel=relabel, quality=quality)
+        self.quality = quality  # read by the training task: the deep check on its features (transferlab.quality)
+        self.exclude, self.relabel = exclude, relabel  # the user's corrections (transferlab.data.curation)
+        self.curation: dict[str, Any] = {}
         cache_images = "memory" if cache_images is True else cache_images
         self.balance = balance  # sampler: here (training_loader); loss: the model's class weights (tasks/train)
         self.root = os.path.abspath(os.path.expanduser(os.fspath(root)))
@@ -131,6 +141,7 @@ class FolderDataModule(L.LightningDataModule):
     def scan(self) -> FolderSplits:
         """Run the doctor once and apply the policies; the samples exclude every bad file."""
         if self.splits is None:
+            check_layout(self.root)  # a root that is no dataset: one line, before any walk or decode
             report = diagnose(self.root, self.val_fraction, self.split_seed,
                               crop_size=self.input_overrides.get("image_size"), max_pixels=self.max_pixels,
                               cache_dir=self.cache_dir)
@@ -153,7 +164,10 @@ class FolderDataModule(L.LightningDataModule):
                 if finding.code != "tiny":  # set_input_spec re-checks it against the model's real crop size
                     _warn(finding)
             self.skipped = list(report.bad_files)
-            splits = report.splits
+            splits, self.curation = curate(report.splits, self.root, self.exclude, self.relabel)
+            for what, applied in self.curation.items():
+                log.info("dataset.%s: %d path(s) from %s (sha256 %s)", what, applied["count"], applied["file"],
+                         applied["sha256"][:12])
             log.info(
                 "%s: %d classes, %d train / %d val images (%s)",
                 self.root, len(splits.class_names), len(splits.train), len(splits.val), splits.layout,
@@ -173,11 +187,20 @@ class FolderDataModule(L.LightningDataModule):
         assert self.report is not None and self.splits is not None
         d = self.report.to_dict()
         d["on_bad_file"] = self.on_bad_file
-        d["skipped"] = [self.report.rel(p) for p in self.skipped]
-        d["samples"] = {"train": len(self.splits.train), "val": len(self.splits.val)}
+        d.update(self.curation)  # dataset.exclude / dataset.relabel: file, count, sha256
+        d["skipped"] = [self.report.rel(p) for p in self.skipped_files()]
+        sets = [getattr(self, name, None) for name in ("train_set", "val_set")]
+        d["samples"] = {"train": len(sets[0].samples if sets[0] is not None else self.splits.train),
+                        "val": len(sets[1].samples if sets[1] is not None else self.splits.val)}
         if self.splits.fold is not None:  # the doctor's counts are of the folders; samples are the fold's
             d["cv"] = {"fold": self.fold, "folds": self.folds, "pool": self.cv_pool, "seed": self.split_seed}
         return d
+
+    def skipped_files(self) -> list[str]:
+        """Every file left out so far (dataset.on_bad_file=skip): by the doctor's scan, when decoding images
+        once (cache_images), and mid-training in this process (loader worker processes keep their own)."""
+        later = [p for name in ("train_set", "val_set") for p in getattr(getattr(self, name, None), "skipped", [])]
+        return list(dict.fromkeys([*self.skipped, *later]))
 
     @property
     def class_names(self) -> list[str]:
@@ -197,8 +220,16 @@ class FolderDataModule(L.LightningDataModule):
 
     @property
     def val_files(self) -> list[str]:
-        """Validation image paths by dataset index (the order of `val_dataloader()`'s dataset)."""
-        return [s.path for s in self.scan().val]
+        """Validation image paths by dataset index (the order of `val_dataloader()`'s dataset, which leaves out
+        the files decoding once could not read)."""
+        val_set = getattr(self, "val_set", None)
+        return [s.path for s in (val_set.samples if val_set is not None else self.scan().val)]
+
+    @property
+    def fingerprint(self) -> dict[str, str | int]:
+        """The train and val file list and labels, hashed, with their counts (`folders.fingerprint`): kept in
+        checkpoints, so a resume on other data is refused or warned about."""
+        return fingerprint(self.scan(), self.root)
 
     def set_input_spec(self, spec: InputSpec) -> None:
         self.input_spec = spec
@@ -216,7 +247,8 @@ class FolderDataModule(L.LightningDataModule):
         if self.cache_images:
             if getattr(self, "_decoded_for", None) != self.input_spec:
                 decoded = {"short_side": self.input_spec.resize_size, "max_pixels": self.max_pixels,
-                           "cache_dir": self.cache_dir if self.cache_images == "disk" else None}
+                           "cache_dir": self.cache_dir if self.cache_images == "disk" else None,
+                           "on_bad_file": self.on_bad_file}
                 self.train_set = DecodedImages(splits.train, train_tf, **decoded)
                 self.val_set = DecodedImages(splits.val, val_tf, **decoded)
                 self._decoded_for = self.input_spec

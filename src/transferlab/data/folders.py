@@ -6,11 +6,14 @@ missing one a warning, both naming the class.
 
 `survey` walks the tree once and records everything it sees (images, ignored files and folders, layout
 problems); `scan_folder` turns a clean survey into samples and raises on the first layout error. The dataset
-doctor reads the same survey, so what it checks is exactly what training would load.
+doctor reads the same survey, so what it checks is exactly what training would load. Before any walk,
+`layout_problem` checks the shape from the top two levels, so a root that is no dataset is refused at once.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import random
@@ -23,7 +26,9 @@ from transferlab.errors import ConfigValueError, DatasetLayoutError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+# Formats Pillow registers and opens that still give no pixels here (besides its stub plugins: HDF5, GRIB, BUFR,
+# WMF, which need a handler installed): EPS needs Ghostscript; MPEG is only identified, and would decode black.
+UNDECODABLE_FORMATS = frozenset({"EPS", "MPEG"})
 # Folders that tools create next to data; they must never become classes.
 IGNORED_DIR_PREFIXES = (".", "_")
 # Files that operating systems leave next to images (macOS, Windows, KDE).
@@ -38,16 +43,6 @@ class Sample:
     label: int
 
 
-def file_identity(samples: Sequence[Sample]) -> list[tuple[str, int, int, int]]:
-    """(path, size, mtime, label) per sample, what the on-disk caches are keyed on: an edited, replaced or
-    relabelled file changes the key."""
-    out = []
-    for s in samples:
-        st = os.stat(s.path)
-        out.append((s.path, st.st_size, st.st_mtime_ns, s.label))
-    return out
-
-
 @dataclass
 class FolderSplits:
     """The result of scanning a dataset root."""
@@ -57,6 +52,16 @@ class FolderSplits:
     val: list[Sample]
     layout: str  # "train_val" or "split"
     fold: tuple[int, int] | None = None  # (i, K): fold i of a K-fold split of the pool is the validation set
+
+
+def fingerprint(splits: FolderSplits, root: str | os.PathLike) -> dict[str, str | int]:
+    """What a checkpoint records of the data it was trained on, so a resume on other data is caught
+    (`transferlab.training.resume`): a sha256 of every train and val sample's path relative to `root` and its
+    label (not the bytes: moving the tree or touching a file changes nothing), and the two counts."""
+    lines = sorted(f"{split}\t{Path(os.path.relpath(s.path, root)).as_posix()}\t{s.label}"
+                   for split, samples in (("train", splits.train), ("val", splits.val)) for s in samples)
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return {"sha256": digest, "train": len(splits.train), "val": len(splits.val)}
 
 
 @dataclass(frozen=True)
@@ -114,8 +119,24 @@ def is_ignored_dir(name: str) -> bool:
     return name.startswith(IGNORED_DIR_PREFIXES)
 
 
+@functools.cache
+def image_extensions() -> frozenset[str]:
+    """The extensions of image files (lowercase, with the dot), for training and predict alike: Pillow's own
+    registry (`Image.registered_extensions()`) for the formats it opens (`Image.OPEN`), less those it cannot
+    decode (UNDECODABLE_FORMATS, stub plugins), so .jfif, .tga, .ico ... are images and a .h5 is not. PIL is
+    imported on the first call, not with this module: the config layer stays light."""
+    from PIL import Image, ImageFile
+
+    def decodes(fmt: str) -> bool:
+        factory = Image.OPEN.get(fmt, (None,))[0]
+        stub = isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile)
+        return factory is not None and not stub and fmt not in UNDECODABLE_FORMATS
+
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if decodes(fmt))
+
+
 def is_image_file(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+    return os.path.splitext(name)[1].lower() in image_extensions() and not name.startswith(".")
 
 
 def ignored_kind(name: str) -> str:
@@ -138,9 +159,14 @@ def class_dirs(split_dir: Path) -> list[str]:
     return [e.name for e in os.scandir(split_dir) if e.is_dir() and not is_ignored_dir(e.name)]
 
 
-def list_images(class_dir: Path) -> list[str]:
-    """Image files under a class folder (recursively, skipping hidden/tool folders), sorted."""
-    return _walk_class(class_dir, SplitListing(class_dir))
+def list_images(class_dir: Path, ignored: list[tuple[str, str]] | None = None) -> list[str]:
+    """Image files under a class folder (recursively, skipping hidden/tool folders), sorted; the other files,
+    with why they were left out (`ignored_kind`), are added to `ignored` when given."""
+    listing = SplitListing(class_dir)
+    found = _walk_class(class_dir, listing)
+    if ignored is not None:
+        ignored.extend(listing.ignored_files)
+    return found
 
 
 def _walk_class(class_dir: Path, listing: SplitListing) -> list[str]:
@@ -172,19 +198,77 @@ def list_split(split_dir: Path) -> SplitListing:
     return listing
 
 
-def survey(root: str | os.PathLike) -> Survey:
-    """Walk `root/train/<class>/*` (+ `root/val/<class>/*`), or `root/<class>/*`; collect every problem."""
-    root = Path(root)
+def layout_problem(root: str | os.PathLike) -> Problem | None:
+    """The layout's shape, checked before anything is walked or decoded (None: it is right). A root that is no
+    image-folder dataset (`/`, a home folder, a tree with images only deep down) would otherwise be walked to
+    the bottom and every image in it decoded before the survey said so: 41k images, 78 s on `/`.
+
+    Reads only the root, its folders (train/'s, when there is one) and their entries, stopping at the first
+    image file directly inside one of them: a tree that passes is then surveyed in full (`survey`)."""
+    root = Path(os.path.expanduser(os.fspath(root)))
     if not root.is_dir():
-        problem = Problem("missing_root", "error",
-                          f"dataset.root={str(root)!r} does not exist. Point dataset.root at a folder with "
-                          "train/<class>/ and val/<class>/ subfolders (or <class>/ folders to split).")
-        return Survey(root, "invalid", None, None, [problem], [])
+        return Problem("missing_root", "error",
+                       f"dataset.root={str(root)!r} does not exist. Point dataset.root at a folder with "
+                       "train/<class>/ and val/<class>/ subfolders (or <class>/ folders to split).")
+    has_train = (root / "train").is_dir()
+    split_dir = root / "train" if has_train else root
+    names = sort_class_names(class_dirs(split_dir))
+    if not has_train and names and all(n.lower() in SPLIT_NAMES for n in names):
+        return Problem(
+            "root_too_high", "error",
+            f"{root}: its class folders {names} are split names, not classes. Name the splits train/ and val/, "
+            f"or point dataset.root at one of them.", tuple(str(root / n) for n in names))
+    if len(names) < 2:
+        nested = [n for n in names if (split_dir / n / "train").is_dir()]
+        if nested:
+            return Problem(
+                "root_too_high", "error",
+                f"{split_dir}: dataset.root is one level too high; {split_dir / nested[0]} holds train/. "
+                f"Use dataset.root={split_dir / nested[0]}", tuple(str(split_dir / n) for n in nested))
+        return Problem(
+            "too_few_classes", "error",
+            f"{split_dir}: found {len(names)} class folder(s) {names}; need at least 2 "
+            f"(expected <class>/ subfolders holding images).", tuple(str(split_dir / n) for n in names))
+    if not any(_holds_an_image(split_dir / n) for n in names):
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        where = f"train/ with {len(names)} folders" if has_train else f"{len(names)} folders"
+        return Problem(
+            "not_a_dataset", "error",
+            f"dataset.root={root}: expected train/ and val/ folders of class folders, or class folders of images; "
+            f"found {where} ({shown}), none with images directly inside. Point dataset.root at the folder whose "
+            "subfolders are the classes.", tuple(str(split_dir / n) for n in names))
+    return None
+
+
+def check_layout(root: str | os.PathLike) -> None:
+    """Raise the shape's problem (`layout_problem`) as one DatasetLayoutError line: a command refuses a root that
+    is no dataset before it walks, decodes or imports anything heavy."""
+    shape = layout_problem(root)
+    if shape is not None:
+        raise DatasetLayoutError(shape.message)
+
+
+def _holds_an_image(folder: Path) -> bool:
+    """Whether an image file sits directly in `folder` (its first one ends the listing; unreadable: no)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(is_image_file(e.name) and e.is_file() for e in entries)
+    except OSError:
+        return False
+
+
+def survey(root: str | os.PathLike) -> Survey:
+    """Walk `root/train/<class>/*` (+ `root/val/<class>/*`), or `root/<class>/*`; collect every problem. The
+    shape comes first (`layout_problem`): a root that is no dataset is refused before anything under it is walked."""
+    root = Path(root)
+    shape = layout_problem(root)
+    if shape is not None:
+        return Survey(root, "invalid", None, None, [shape], [])
     train_dir, val_dir = root / "train", root / "val"
     has_train = train_dir.is_dir()
     source = list_split(train_dir if has_train else root)
     names = sort_class_names(list(source.classes))
-    problems = _class_problems(root, source, names, has_train)
+    problems = _empty_classes(source, names)
     val = None
     if has_train and val_dir.is_dir():
         val = list_split(val_dir)
@@ -206,27 +290,9 @@ def survey(root: str | os.PathLike) -> Survey:
     return Survey(root, layout, source, val, problems, names)
 
 
-def _class_problems(root: Path, source: SplitListing, names: list[str], has_train: bool) -> list[Problem]:
+def _empty_classes(source: SplitListing, names: list[str]) -> list[Problem]:
+    """The one class problem a walk is needed for (the shape's are `layout_problem`'s)."""
     problems = []
-    if not has_train and names and all(n.lower() in SPLIT_NAMES for n in names):
-        problems.append(Problem(
-            "root_too_high", "error",
-            f"{root}: its class folders {names} are split names, not classes. Name the splits train/ and val/, "
-            f"or point dataset.root at one of them.", tuple(str(root / n) for n in names)))
-        return problems
-    if len(names) < 2:
-        nested = [n for n in names if (source.path / n / "train").is_dir()]
-        if nested:
-            problems.append(Problem(
-                "root_too_high", "error",
-                f"{source.path}: dataset.root is one level too high; {source.path / nested[0]} holds train/. "
-                f"Use dataset.root={source.path / nested[0]}", tuple(str(source.path / n) for n in nested)))
-            return problems
-        problems.append(Problem(
-            "too_few_classes", "error",
-            f"{source.path}: found {len(names)} class folder(s) {names}; need at least 2 "
-            f"(expected <class>/ subfolders holding images).", tuple(str(source.path / n) for n in names)))
-        return problems
     empty = [c for c in names if not source.classes[c]]
     if empty:
         problems.append(Problem("empty_class", "error",

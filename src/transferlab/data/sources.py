@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from transferlab.data.folders import Sample, stratified_split
+from transferlab.errors import DatasetLayoutError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def write_digits(root: str | os.PathLike, image_size: int = 48, val_fraction: fl
     root = Path(root)
     if (root / _COMPLETE).is_file():
         return
+    _refuse_foreign(root)
     digits = load_digits()
     samples = [Sample(str(i), int(t)) for i, t in enumerate(digits.target)]
     train, val = stratified_split(samples, val_fraction, seed)
@@ -72,6 +74,7 @@ def download_hymenoptera(root: str | os.PathLike, url: str, sha256: str | None =
     root = Path(root)
     if (root / "train").is_dir():
         return
+    _refuse_foreign(root)
     from torchvision.datasets.utils import download_url
 
     parent = _mkparent(root)
@@ -114,7 +117,21 @@ def _mkparent(root: Path) -> Path:
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished tree into place (atomic rename on one filesystem)."""
+    """Move a finished tree into place (atomic rename on one filesystem). Only a folder this module wrote (its
+    completion marker inside) or an empty one is ever replaced: anything else is the user's, and is refused."""
+    _refuse_foreign(dst)
     if dst.exists():
         shutil.rmtree(dst)
     os.replace(src, dst)
+
+
+def _refuse_foreign(root: Path) -> None:
+    """Refuse, before writing anything, to put a prepared dataset where a folder of someone else's files is
+    (`dataset.root=~/photos` with the default `dataset=digits` would otherwise replace the photos)."""
+    if root.is_dir() and not (root / _COMPLETE).is_file() and any(root.iterdir()):
+        raise DatasetLayoutError(
+            f"dataset.root={root} is an existing folder that transferlab did not write, and this dataset "
+            f"writes its own images there: refusing to replace it. For your own images use dataset=folder "
+            f"dataset.root={root}; for this dataset, a new or empty folder.")
+    if root.exists() and not root.is_dir():
+        raise DatasetLayoutError(f"dataset.root={root} is a file, not a folder: give a new or empty folder.")

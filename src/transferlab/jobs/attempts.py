@@ -9,7 +9,7 @@
   same way.
 - Every multirun job records its overrides in `job.json` (`record_job`); a directory holding another job's
   stops the sweep (`JobDirConflict`).
-- A job that failed in a sweep: `write_failed_summary` (status failed and `error_line(e)`).
+- A job that failed, in a sweep or alone: `write_failed_summary` (status failed and `error_line(e)`).
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ def previous_attempt(cfg: DictConfig, run_dir: Path) -> tuple[bool, float | None
                  f"summary.json: {status}" if status else "no summary.json", last)
         with open_dict(cfg):
             cfg.ckpt_path = str(last)
+            cfg.resume = True  # its own checkpoint, even if the job started from other weights (resume=false)
     return False, None
 
 
@@ -116,7 +117,9 @@ def error_line(e: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def write_failed_summary(output_dir: Path, error: str) -> Path:
-    """summary.json with status failed; keeps whatever the run already measured (if it got that far)."""
-    return RunRecord.failed(output_dir, error)
+def write_failed_summary(output_dir: Path, error: str, checkpoint: str | None = None,
+                         resume_command: str | None = None) -> Path:
+    """summary.json with status failed; keeps whatever the run already measured (if it got that far), and
+    the checkpoint and command that continue it, when it saved one."""
+    return RunRecord.failed(output_dir, error, checkpoint=checkpoint, resume_command=resume_command)
 

@@ -9,12 +9,13 @@ Torch and Lightning are imported inside the functions that need them, not with t
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from omegaconf import DictConfig, read_write
+
+from transferlab.config.command import quoted
 
 # Set by a multirun job for the DDP ranks it starts: a failing child rank then exits cleanly (rank 0 records the
 # failure) instead of making Lightning's process observer SIGKILL the whole sweep.
@@ -23,22 +24,21 @@ _DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE
 
 
 def is_rank_zero() -> bool:
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    return getattr(rank_zero_only, "rank", 0) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
+    """This process is rank 0 (or the only one). Before Lightning is imported (a config mistake refused at
+    start-up), the launcher's environment says: Lightning is not imported just to ask."""
+    if int(os.environ.get("LOCAL_RANK", 0)) != 0:
+        return False
+    rank_zero = sys.modules.get("lightning.fabric.utilities.rank_zero")
+    if rank_zero is None:
+        return all(int(os.environ.get(k, 0)) == 0 for k in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"))
+    return getattr(rank_zero.rank_zero_only, "rank", 0) == 0
 
 
 def ckpt_override(cfg: DictConfig) -> list[str]:
-    """What DDP ranks > 0 must be told: the checkpoint rank 0 resumes from."""
+    """What DDP ranks > 0 must be told: the checkpoint rank 0 resumes (or, resume=false, starts) from."""
     ckpt = cfg.get("ckpt_path")
-    return [f"ckpt_path={quoted(str(ckpt))}"] if ckpt else []
-
-
-def quoted(value: str) -> str:
-    """A value as a Hydra override: plain when the grammar takes it as is, else single-quoted."""
-    if re.fullmatch(r"[\w./@-]+", value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    resume = "true" if cfg.get("resume", True) else "false"
+    return [f"ckpt_path={quoted(str(ckpt))}", f"resume={resume}"] if ckpt else []
 
 
 @contextmanager

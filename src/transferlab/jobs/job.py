@@ -4,7 +4,9 @@
 memory, a diverged loss) is logged with its traceback, recorded in its directory as `summary.json` with
 `status: failed` and the error's first line, and returns None, so the sweep goes on (Hydra's sweepers stop at the
 first job that raises; the Optuna sweeper records a None as a FAIL trial, where a NaN would crash it in
-hydra-optuna-sweeper 1.3 / optuna 2.10). A single run re-raises.
+hydra-optuna-sweeper 1.3 / optuna 2.10). A single run is recorded the same way, with the checkpoint and the
+command that continue it when it saved last.ckpt, and re-raises; a Ctrl-C outside the training loop is recorded
+`interrupted`.
 
 It puts together the rest of `transferlab.jobs`: the job's GPU (`gpus`), what earlier attempts left in its
 directory (`attempts`: resume, skip, set aside, job.json), the repetitions of `repeat: {seeds: [...], folds: K}`
@@ -24,7 +26,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from transferlab.config.settings import RunSettings
+from transferlab.config.command import check_added_keys, with_checkpoint
+from transferlab.config.schema import DatasetConfig
+from transferlab.config.settings import ADDABLE_KEYS, RunSettings
+from transferlab.data.folders import check_layout
 from transferlab.errors import RunInterrupted
 from transferlab.jobs.attempts import (
     JobDirConflict,
@@ -61,9 +66,13 @@ def run_job(cfg: DictConfig, task: Task | None = None) -> float | None:
     output_dir = Path(hydra_cfg.runtime.output_dir if hydra_cfg is not None else cfg.paths.output_dir)
     child = "LOCAL_RANK" in os.environ  # a DDP rank > 0 started by this job: rank 0 decided everything
     resuming = not child and (requeued() or (in_sweep and explicit_sweep_dir(hydra_cfg)))
+    settings = None
     try:
         if task is _train:  # a config mistake is refused here, before the training stack is imported
-            RunSettings.from_config(copy.deepcopy(cfg))  # a copy: repetitions still change the seed
+            check_added_keys(cfg, ADDABLE_KEYS)  # `+foo=1`: refused, not ignored
+            settings = RunSettings.from_config(copy.deepcopy(cfg))  # a copy: repetitions still change the seed
+            if settings.dataset.prepare is None and settings.dataset._target_ == DatasetConfig._target_:
+                check_layout(settings.dataset.root)  # dataset.root=/ is refused in a second, not after a walk of /
         if not child:
             assign_gpu(cfg, hydra_cfg)
             if hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN and is_rank_zero():
@@ -79,15 +88,35 @@ def run_job(cfg: DictConfig, task: Task | None = None) -> float | None:
             summary = task(cfg)
     except (RunInterrupted, JobDirConflict):  # a stop request ends the sweep too; the job's summary says how to
         raise                                  # resume. A conflict: this sweep dir is another sweep's.
-    except Exception as e:
-        if not in_sweep:
-            raise
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (data preparation, the feature cache), whose
+        if is_rank_zero():      # own stop is RunInterrupted: recorded, resumable from last.ckpt if there is one
+            resume = _resume(settings, output_dir) if not child else {}
+            RunRecord(status="interrupted", signal="SIGINT", **resume).write(output_dir)
+        raise
+    except Exception as e:  # recorded in the run's directory, a single run's as a sweep job's
         error = str(e) if isinstance(e, RepetitionFailed) else error_line(e)
-        log.exception("Job failed, the sweep goes on: %s", error)  # the traceback, into this job's log
+        resume = {} if in_sweep or child else _resume(settings, output_dir)
         if is_rank_zero():
-            write_failed_summary(output_dir, error)
+            write_failed_summary(output_dir, error, **resume)
+        if not in_sweep:
+            if resume:
+                log.error("The run failed after saving %s; to continue it from there: %s", resume["checkpoint"],
+                          resume["resume_command"])
+            raise
+        log.exception("Job failed, the sweep goes on: %s", error)  # the traceback, into this job's log
         return None
     return job_value(summary)
+
+
+def _resume(settings: RunSettings | None, output_dir: Path) -> dict[str, str]:
+    """A run that stopped after saving `checkpoints/last.ckpt`: that checkpoint and the command that continues
+    the run from it (not for a failed sweep job: re-running its sweep runs it again, `attempts`)."""
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if settings is None or not last.is_file():
+        return {}
+    from transferlab.tasks.train import resume_command  # the run got as far as a checkpoint: already imported
+
+    return {"checkpoint": str(last), "resume_command": with_checkpoint(resume_command(settings), str(last))}
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
@@ -132,10 +161,10 @@ def run_repeated(cfg: DictConfig, task: Task, output_dir: Path, reps: list[tuple
         except (RunInterrupted, JobDirConflict):
             raise
         except Exception as e:
-            if not in_sweep:
-                raise
             if is_rank_zero():
                 write_failed_summary(rep_dir, error_line(e))
+            if not in_sweep:
+                raise
             raise RepetitionFailed(f"{name}: {error_line(e)}") from e
         values[name], summaries[name] = job_value(summary), summary
     job = repeated_summary(cfg, values, summaries)

@@ -279,12 +279,12 @@ def read_description(data: Mapping[str, Any], where: str | os.PathLike) -> Model
 
 
 # --- loading -------------------------------------------------------------------------------------------
-def _torch_load(path: Path) -> dict[str, Any]:
+def _torch_load(path: Path, mmap: bool = False) -> dict[str, Any]:
     if not zipfile.is_zipfile(path):  # every torch.save since PyTorch 1.6 is a zip archive
         raise CheckpointError(f"{path}: unreadable checkpoint (not a PyTorch zip archive: truncated, or not a "
                               ".ckpt file). Pass a checkpoint written by `python train.py`.")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"{path}: refused to load: it holds Python objects that only full unpickling could restore, and "
@@ -307,6 +307,35 @@ def _description_of(ckpt: dict[str, Any], path: Path) -> ModelDescription:
         raise CheckpointError(f"{path}: not a transferlab checkpoint (no model description); train one with "
                               "`python train.py`.")
     return read_description(hparams, path)
+
+
+@dataclass(frozen=True)
+class TrainingCheckpoint:
+    """A checkpoint as a resume reads it, before anything trains: its validated description, the data it was
+    trained on (`data_fingerprint`; None when written before checkpoints recorded it) and its weights."""
+
+    path: Path
+    description: ModelDescription
+    data_fingerprint: dict[str, Any] | None
+    state_dict: dict[str, torch.Tensor]
+
+
+def _data_fingerprint(raw: Any) -> dict[str, Any] | None:
+    """The checkpoint's `dataset` entry if it is what `data.folders.fingerprint` writes, else None."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("sha256"), str):
+        return None
+    counts = [raw.get(k) for k in ("train", "val")]
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts):
+        return None
+    return {"sha256": raw["sha256"], "train": counts[0], "val": counts[1]}
+
+
+def read_training_checkpoint(path: str | os.PathLike) -> TrainingCheckpoint:
+    """A training checkpoint read for a resume (`weights_only`, the tensors memory-mapped: read when used)."""
+    path = Path(path)
+    ckpt = _torch_load(path, mmap=True)
+    return TrainingCheckpoint(path, _description_of(ckpt, path), _data_fingerprint(ckpt.get("dataset")),
+                              ckpt["state_dict"])
 
 
 def build_model(description: ModelDescription) -> TransferClassifier:

@@ -112,6 +112,9 @@ class TransferClassifier(L.LightningModule):
         self.head = create_head(in_features=built.num_features, num_classes=len(class_names), **head)
         self.train_rules = self.strategy.apply(self, built.stages, epoch=0)
         self.head_fit_report: dict[str, Any] | None = None  # set by the fit_head phase, kept in checkpoints
+        # the data it trains on (`data.folders.fingerprint`), set by the training task, kept in checkpoints: a
+        # resume on other data is refused or warned about (`transferlab.training.resume`)
+        self.data_fingerprint: dict[str, Any] | None = None
         self._distributed = False  # set in setup(): DDP needs every parameter that will train to require grad
         self._waiting: list[nn.Parameter] = []  # trained later (gradual), gradients dropped until then
         self.train()  # puts frozen parts in eval mode from the start
@@ -256,6 +259,8 @@ class TransferClassifier(L.LightningModule):
         checkpoint["transferlab"] = self.description()
         if self.head_fit_report is not None:
             checkpoint["head_fit"] = self.head_fit_report  # resuming past the fit_head phase skips it
+        if self.data_fingerprint is not None:
+            checkpoint["dataset"] = dict(self.data_fingerprint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.head_fit_report = head_fit_report_from(checkpoint.get("head_fit"))

@@ -60,6 +60,10 @@ class LinearFit:
     top: int = 0  # the chosen m (pretrained classes per class); 0: the features
     candidates: dict[str, float] = field(default_factory=dict)  # every basis tried -> its best mean CV accuracy
     balanced: bool = False  # fitted (and cross-validated) with class weights: every class counts alike
+    # (N, classes): each row's logits from the fold that held it out, at the chosen strength and inputs (None
+    # without CV): out-of-sample predictions of the training rows, which the quality check's label audit reads
+    oof_logits: torch.Tensor | None = field(default=None, repr=False)
+    cv_skipped: str | None = None  # why there was no cross-validation (folds 0), e.g. "class 'x' has 1 training image"
 
     @property
     def inputs(self) -> str:
@@ -78,7 +82,7 @@ class LinearFit:
         return {"l2": self.l2, "cv_accuracy": self.cv_accuracy, "folds": self.folds,
                 "train_accuracy": self.train_accuracy, "cv_scores": {str(k): v for k, v in self.cv_scores.items()},
                 "inputs": self.inputs, "source_classes": self.source_classes, "candidates": self.candidates,
-                "balanced": self.balanced}
+                "balanced": self.balanced, "cv_skipped": self.cv_skipped}
 
     def load_into(self, head: nn.Module) -> None:
         """Copy into a linear head."""
@@ -190,13 +194,15 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
                     l2: Sequence[float] = tuple(_DEFAULTS.l2), folds: int = _DEFAULTS.folds,
                     groups: torch.Tensor | None = None, seed: int = 0,
                     max_iter: int = _DEFAULTS.max_iter, source: SourceHead | None = None,
-                    source_classes: Sequence[int] = (), class_weight: torch.Tensor | None = None) -> LinearFit:
+                    source_classes: Sequence[int] = (), class_weight: torch.Tensor | None = None,
+                    class_names: Sequence[str] | None = None) -> LinearFit:
     """Fit `features (N, D) -> labels (N,)` with the L2 strength from `l2` (and, given the pretrained classifier
     `source`, the inputs: the features or the top-m pretrained logits, m from `source_classes`) that
     cross-validates best.
 
     `groups`: rows that must share a fold (several augmented views of one image). With one strength, or fewer
-    than 2 images of some class, there is no cross-validation: the grid's middle strength is used, on the features.
+    than 2 images of some class, there is no cross-validation: the grid's middle strength is used, on the features,
+    and `cv_skipped` says why (naming the class from `class_names`).
     `class_weight` (classes,): each row's loss weighs its class's weight (`dataset.balance`), in the fit and in the
     held-out scores that choose among the strengths (with "balanced" weights, balanced accuracy)."""
     x = features.float()
@@ -212,6 +218,7 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
     per_class = np.bincount(units, minlength=classes)
     k = int(min(folds, per_class[per_class > 0].min())) if len(grid) > 1 else 0
     k = k if k >= 2 else 0  # no cross-validation
+    cv_skipped = None if k else _why_no_cv(grid, folds, per_class, class_names, "row" if groups is None else "image")
     # Standardised once with the training rows' statistics, then written in coordinates of the span of the rows:
     # an L2-penalised solution lies in that span (the representer theorem), so with fewer rows than features the
     # problem shrinks to N dimensions, exactly.
@@ -221,7 +228,7 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
     tops = [0] + ([int(m) for m in dict.fromkeys(source_classes)] if source_logits is not None and k else [])
     scores: dict[float, float] = {}
     candidates: dict[str, float] = {}
-    cv_accuracy, chosen, chosen_top, start = None, grid[len(grid) // 2], 0, None
+    cv_accuracy, chosen, chosen_top, start, oof_logits = None, grid[len(grid) // 2], 0, None, None
     if k >= 2:
         g_np = None if groups is None else groups.cpu().numpy()
         train_mask = torch.zeros(k, len(y), dtype=x.dtype, device=x.device)
@@ -237,12 +244,13 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
             results += _cross_validate(mapped, y, train_mask.repeat(len(tops) - 1, 1), row_weight, grid, classes,
                                        max_iter, k)
         best_key = None
-        for top, (accuracy, loss, _) in zip(tops, results, strict=True):
+        for top, (accuracy, loss, _, held_out_logits) in zip(tops, results, strict=True):
             # best accuracy; then lowest log-loss; then the stronger penalty (the larger l2)
             key, v = max(((round(accuracy[v], 9), -round(loss[v], 6)), v) for v in accuracy)
             candidates["features" if top == 0 else f"source top {top}"] = accuracy[v]
             if best_key is None or key > best_key:  # ties keep the earlier candidate: the features first
                 best_key, chosen, chosen_top, scores, cv_accuracy = key, v, top, accuracy, accuracy[v]
+                oof_logits = held_out_logits[v]
         if not chosen_top:  # the folds' mean solution at that strength: the refit starts next to its optimum
             start = tuple(t.mean(0, keepdim=True) for t in fold_solutions[chosen])
     if chosen_top:
@@ -270,7 +278,22 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, classes: int,
     return LinearFit(weight=weight, bias=bias, scale=std, l2=chosen, cv_accuracy=cv_accuracy, cv_scores=scores,
                      folds=k, train_accuracy=train_accuracy, basis=rows,
                      source_classes=None if indices is None else indices.tolist(), top=chosen_top,
-                     candidates=candidates, balanced=class_weight is not None)
+                     candidates=candidates, balanced=class_weight is not None, oof_logits=oof_logits,
+                     cv_skipped=cv_skipped)
+
+
+def _why_no_cv(grid: Sequence[float], folds: int, per_class: np.ndarray, class_names: Sequence[str] | None,
+               unit: str) -> str:
+    """Why the strength was not cross-validated, for the run's record: one strength given, one fold asked for,
+    or a class with fewer training images than the 2 that two folds need (its name and count)."""
+    if len(grid) == 1:
+        return f"one l2 strength given ({grid[0]:g})"
+    if folds < 2:
+        return f"head_fit.folds={folds}"
+    smallest = int(np.flatnonzero(per_class == per_class[per_class > 0].min())[0])
+    name = class_names[smallest] if class_names else smallest
+    n = int(per_class[smallest])
+    return f"class {name!r} has {n} training {unit}{'' if n == 1 else 's'}, fewer than the 2 that 2 folds need"
 
 
 def _source_inputs(source_logits: torch.Tensor, top: int, y: torch.Tensor, classes: int,
@@ -289,10 +312,11 @@ def _padded(per_fold: list[torch.Tensor]) -> torch.Tensor:
 
 def _cross_validate(folds_z: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor, row_weight: torch.Tensor,
                     grid: list[float], classes: int, max_iter: int, block: int | None = None,
-                    patience: int = 3) -> list[tuple[dict, dict, dict]]:
+                    patience: int = 3) -> list[tuple[dict, dict, dict, dict]]:
     """For each block of `block` problems (default: all of them; one block = one candidate's folds): the mean
-    held-out accuracy, the summed held-out log-loss (each row weighted by `row_weight`) and the block's
-    solutions (weights, biases) of every strength tried. `train_mask` holds each fold's training rows (> 0, their
+    held-out accuracy, the summed held-out log-loss (each row weighted by `row_weight`), the block's
+    solutions (weights, biases) and every row's logits from the fold holding it out, per strength tried.
+    `train_mask` holds each fold's training rows (> 0, their
     weights in its fit). The problems are independent in one batched objective: each L-BFGS step serves all.
 
     The path goes from strong to weak penalties and stops once no block's held-out log-loss has improved for
@@ -301,8 +325,9 @@ def _cross_validate(folds_z: torch.Tensor, y: torch.Tensor, train_mask: torch.Te
     problems = len(train_mask)
     block = block or problems
     held_out = ((train_mask == 0) * row_weight).reshape(-1, block, len(y))  # every row is held out once per block
+    held_out_rows = (train_mask == 0).to(folds_z.dtype).reshape(-1, block, len(y), 1)
     solution = None
-    results = [({}, {}, {}) for _ in range(problems // block)]
+    results = [({}, {}, {}, {}) for _ in range(problems // block)]
     best: list[tuple] = [(float("inf"), -1)] * len(results)  # (lowest held-out loss, index of its strength)
     for i, v in enumerate(grid):
         solution = _solve(folds_z, y, train_mask, classes, v, solution, max_iter)
@@ -310,7 +335,9 @@ def _cross_validate(folds_z: torch.Tensor, y: torch.Tensor, train_mask: torch.Te
         correct = (logits.argmax(2) == y).float().reshape(-1, block, len(y))
         nll = logits.logsumexp(2) - logits.gather(2, y.expand(problems, -1)[..., None]).squeeze(2)
         nll = nll.reshape(-1, block, len(y))
-        for b, (accuracy, loss, solutions) in enumerate(results):
+        oof = (logits.reshape(-1, block, len(y), logits.shape[2]) * held_out_rows).sum(1)  # (blocks, N, classes)
+        for b, (accuracy, loss, solutions, held_out_logits) in enumerate(results):
+            held_out_logits[v] = oof[b]
             accuracy[v] = float((correct[b] * held_out[b]).sum() / row_weight.sum())
             loss[v] = float((nll[b] * held_out[b]).sum())
             solutions[v] = tuple(t[b * block:(b + 1) * block] for t in solution)

@@ -19,36 +19,50 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.data.datamodule import default_num_workers
-from transferlab.data.folders import is_image_file, list_images
+from transferlab.data.folders import ignored_kind, is_image_file, list_images
 from transferlab.inference import Classifier, Prediction, Predictions, load_classifier
 
 log = logging.getLogger(__name__)
+
+SKIPPED_NAMED = 5  # the non-image files a warning names (it counts them all)
 
 
 def expand_inputs(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
     """Files, folders (searched recursively for images) and glob patterns -> a sorted, de-duplicated list.
 
-    A file named explicitly is always tried, whatever its extension; folders and globs yield image files."""
+    A file named explicitly is always tried, whatever its extension; folders and globs yield image files (the
+    formats Pillow reads, `folders.image_extensions`), and the other files they hold are counted and named in
+    one warning, never dropped without a word (OS litter such as .DS_Store aside)."""
     specs = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
     files: list[str] = []
+    skipped: list[str] = []
     for raw in specs:
         item = os.path.expanduser(os.fspath(raw))
+        ignored: list[tuple[str, str]] = []
         if os.path.isfile(item):
             found = [item]
         elif os.path.isdir(item):
-            found = list_images(Path(item))
+            found = list_images(Path(item), ignored)
+            ignored = [(os.path.relpath(p, item), kind) for p, kind in ignored]
         elif glob.has_magic(item):
             found = []
             for match in sorted(glob.glob(item, recursive=True)):
                 if os.path.isdir(match):
-                    found += list_images(Path(match))
+                    found += list_images(Path(match), ignored)
                 elif is_image_file(os.path.basename(match)):
                     found.append(match)
+                else:
+                    ignored.append((match, ignored_kind(os.path.basename(match))))
         else:
             raise FileNotFoundError(f"inputs={raw!r}: no such file or folder, and not a glob pattern.")
         if not found:
             log.warning("inputs=%r: no image files found there.", os.fspath(raw))
         files += found
+        skipped += [p for p, kind in ignored if kind != "os_litter"]
+    if skipped:
+        more = f", and {len(skipped) - SKIPPED_NAMED} more" if len(skipped) > SKIPPED_NAMED else ""
+        log.warning("skipped %d file(s) that are not images Pillow can read: %s%s", len(skipped),
+                    ", ".join(skipped[:SKIPPED_NAMED]), more)
     unique = list(dict.fromkeys(files))
     if not unique:
         raise FileNotFoundError(f"inputs={specs!r} matched no image files (extensions: jpg, jpeg, png, ...).")

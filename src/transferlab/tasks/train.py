@@ -37,9 +37,11 @@ from transferlab.data.features import CachedFeatureDataModule
 from transferlab.models.checkpoint import readable_checkpoint, resolve_checkpoint
 from transferlab.models.classifier import TransferClassifier
 from transferlab.record import Phase, report_lines
+from transferlab.training.audit import audit_run, leak_free_accuracy, log_quality, record_of
 from transferlab.training.fit import find_lr, fit
 from transferlab.training.fit_head import fit_head, log_head_fit
 from transferlab.training.plan import FIT, FIT_HEAD, Plan, check_processes, make_plan
+from transferlab.training.resume import check_resume, start_from_weights
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before any config that uses ${launch_dir:} is resolved
@@ -107,12 +109,16 @@ def build_callbacks(settings: RunSettings, plan: Plan, has_logger: bool, clock: 
     return callbacks
 
 
-def feature_data(settings: RunSettings, model: TransferClassifier, datamodule, device: torch.device):
-    """Images swapped for cached backbone features (the backbone is a constant function of the image)."""
+def feature_data(settings: RunSettings, model: TransferClassifier, datamodule, device: torch.device,
+                 weights: str | None = None):
+    """Images swapped for cached backbone features (the backbone is a constant function of the image).
+    `weights`: the checkpoint the backbone was loaded from (`resume=false`), part of the cache key."""
     layout = torch.channels_last if model.channels_last else torch.contiguous_format
     model.backbone.to(device, memory_format=layout)
+    backbone = settings.backbone_description() if weights is None else {**settings.backbone_description(),
+                                                                        "weights": weights}
     data = CachedFeatureDataModule(
-        datamodule, model.backbone, settings.backbone_description(), settings.cache_dir,
+        datamodule, model.backbone, backbone, settings.cache_dir,
         views=settings.dataset.feature_views, seed=settings.seed, channels_last=model.channels_last)
     data.setup("fit")
     model.backbone.to("cpu", memory_format=torch.contiguous_format)
@@ -133,7 +139,8 @@ def resume_command(settings: RunSettings) -> str:
         return " ".join(shlex.quote(w) for w in words)
     overrides: list[str] = []
     if hydra_cfg is not None:
-        overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("ckpt_path=", "hydra."))]
+        # resume=false started this run from other weights: its own checkpoint continues it
+        overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("ckpt_path=", "resume=", "hydra."))]
     words = ["python", "train.py", *overrides, "ckpt_path={ckpt}", f"hydra.run.dir={settings.output_dir}"]
     return " ".join(w if w == "ckpt_path={ckpt}" else shlex.quote(w) for w in words)
 
@@ -146,6 +153,7 @@ class Built:
     datamodule: Any
     model: TransferClassifier
     class_weights: list[float] | None  # dataset.balance != none: n / (classes * count) per class
+    head_fit: Any = None  # the fit_head phase's result (training.fit_head.HeadFitResult), once it ran
 
 
 def build(config: DictConfig | RunSettings) -> Built:
@@ -159,6 +167,7 @@ def build(config: DictConfig | RunSettings) -> Built:
                if settings.dataset.balance != "none" and len(labels) else None)
     model = build_model(settings, datamodule.class_names, datamodule.input_overrides, weights)
     datamodule.set_input_spec(model.input_spec)
+    model.data_fingerprint = getattr(datamodule, "fingerprint", None)  # kept in its checkpoints (training.resume)
     return Built(settings, datamodule, model, weights)
 
 
@@ -173,6 +182,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     """Run one training job and return its record as a dict (val/acc_best, checkpoints, timings...)."""
     clock = time.perf_counter()  # the run's clock: data preparation and feature caching included
     settings = settings_of(cfg)  # every value checked, before any data or model
+    # the checkpoint found and its file checked before any data is read
+    checkpoint = readable_checkpoint(resolve_checkpoint(settings.ckpt_path, "last")) if settings.ckpt_path else None
     extra: dict[str, Any] = {}
     if settings.strategy.name == "auto":  # the advisor's choice (transferlab.advise)
         from transferlab.advise import auto_strategy
@@ -186,6 +197,13 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     log.info("Input: %s", model.input_spec)
     plan = make_plan(model.strategy, model.stages, settings.dataset.cache_features)
     log.info("Plan: %s", plan.describe())
+    resume = initial = None  # continue the checkpoint's run (if it is this run), or start a new one from its weights
+    if checkpoint is not None and settings.resume:
+        check_resume(checkpoint, model, plan)
+        resume = checkpoint
+    elif checkpoint is not None:
+        start_from_weights(checkpoint, model)
+        initial = extra["initial_weights"] = str(checkpoint.absolute())  # in summary.json
 
     loggers = [instantiate(spec) for spec in settings.loggers.values()]
     callbacks = [*build_callbacks(settings, plan, bool(loggers), clock), *extra_callbacks]
@@ -195,17 +213,23 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     log_hparams(trainer.loggers, settings.hparams)
     monitor = next(c for c in trainer.callbacks if isinstance(c, RunSummary))
 
-    resume = readable_checkpoint(resolve_checkpoint(settings.ckpt_path, "last")) if settings.ckpt_path else None
     # the features: what a backbone that never trains feeds its head, and what a fit_head phase to run needs
     needs_features = plan.cache_features or (plan.fits_head and not (resume and plan.fits_network))
     device = trainer.strategy.root_device
-    features = feature_data(settings, model, built.datamodule, device) if needs_features else None
+    features = feature_data(settings, model, built.datamodule, device, initial) if needs_features else None
     phases: list[Phase] = []
     fitted_head_only: dict[str, Any] = {}
     if plan.fits_head:
         start = time.perf_counter()
         fitted_head_only = fit_head_phase(settings, plan, trainer, built, features, monitor, resume)
         phases.append(Phase(FIT_HEAD, round(time.perf_counter() - start, 2)))
+    quality = None
+    if settings.dataset.quality == "deep" and features is not None and trainer.is_global_zero:
+        # on the features the run computed anyway, before any fine-tuning (its seconds: quality.seconds)
+        quality = audit_run(settings.dataset.root, model, features, built.head_fit)
+        if quality is not None:
+            extra["quality"] = record_of(quality)
+            log_quality(trainer.loggers, quality)
     if plan.fits_network:
         start = time.perf_counter()
         data = features if plan.cache_features else built.datamodule
@@ -220,13 +244,27 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         log.warning("tune.lr_find skipped: strategy=%s has no fit phase (its head is not stepped by an optimizer).",
                     plan.strategy)
 
-    record = monitor.record(trainer, model, phases=phases, extra=extra, **fitted_head_only)
+    if quality is not None and quality.leaked_val:  # the val figure also without the val images seen in train
+        extra["val_acc_leak_free"] = leak_free_accuracy(Path(settings.output_dir) / "val_predictions.csv",
+                                                        quality.leaked_val, quality.root)
+    record = monitor.record(trainer, model, phases=phases, extra=extra, skipped=skipped_files(built, features),
+                            **fitted_head_only)
     for logger in trainer.loggers:  # a column of TensorBoard's HParams table (callbacks.hparams)
         logger.log_metrics({"run/wall_time_s": record.wall_time_s}, step=trainer.global_step)
     if trainer.is_global_zero:
         print("\n".join(report_lines(record)))
         record.write(settings.output_dir)
     return record.to_dict()
+
+
+def skipped_files(built: Built, features: Any) -> dict[str, Any] | None:
+    """What summary.json says the run left out (dataset.on_bad_file=skip): the images' and the features' (None:
+    a datamodule that does not tell)."""
+    sources = [d for d in (built.datamodule, features) if hasattr(d, "skipped_files")]
+    if not sources:
+        return None
+    files = list(dict.fromkeys(p for d in sources for p in d.skipped_files()))
+    return {"count": len(files), "files": files}
 
 
 def fit_head_phase(settings: RunSettings, plan: Plan, trainer: L.Trainer, built: Built, features,
@@ -242,6 +280,7 @@ def fit_head_phase(settings: RunSettings, plan: Plan, trainer: L.Trainer, built:
         result = fit_head(model, features, settings.strategy.head_fit, trainer.strategy.root_device,
                           built.class_weights, temper_for_fit=plan.fits_network)
         log_head_fit(trainer.loggers, result)
+        built.head_fit = result
         if plan.fits_network:
             baseline = next(c for c in trainer.callbacks if isinstance(c, FittedHeadBaseline))
             baseline.enter(result.val_logits, result.val_labels)

@@ -34,6 +34,9 @@ class HeadFitResult:
     val_labels: torch.Tensor
     train_loss: float
     train_accuracy: float
+    # every training row's logits from the CV fold that held it out (a solved linear head; None otherwise): the
+    # out-of-sample predictions the quality check's label audit reads
+    oof_logits: torch.Tensor | None = None
 
     @property
     def val_accuracy(self) -> float:
@@ -66,17 +69,21 @@ def fit_head(model, features, settings: HeadFitConfig, device: torch.device,
     head_device = next(model.head.parameters()).device
     model.head.to(device)
     solver = solver_for(settings, model.head)
+    oof_logits = None
     if solver == "lbfgs":
         fit = fit_linear_head(x, y, len(model.class_names), l2=settings.l2, folds=settings.folds,
                               max_iter=settings.max_iter, groups=groups, source=model.source_head,
-                              source_classes=settings.source_classes, seed=settings.seed, class_weight=weight)
+                              source_classes=settings.source_classes, seed=settings.seed, class_weight=weight,
+                              class_names=model.class_names)
         fit.load_into(model.head)
+        oof_logits = None if fit.oof_logits is None else fit.oof_logits.float().cpu()
         names = None if fit.source_classes is None else source_class_names(fit.source_classes,
                                                                             len(model.source_head.bias))
         report = {"solver": "lbfgs", **fit.report(), "source_names": names}
-        if fit.folds == 0:
-            log.warning("Head fit: no cross-validation (a class has fewer than 2 training images); l2 %g used.",
-                        fit.l2)
+        if fit.cv_skipped:  # a warning when a grid was given to choose from: its choice did not happen
+            used = "the one given" if len(set(settings.l2)) == 1 else "the middle of strategy.head_fit.l2"
+            (log.warning if len(set(settings.l2)) > 1 else log.info)(
+                "Head fit: cross-validation skipped (%s); l2 %g used (%s), not chosen.", fit.cv_skipped, fit.l2, used)
     else:
         minibatch = train_head_on_features(model.head, x, y, groups, settings.training, seed=settings.seed,
                                            class_weight=weight)
@@ -91,7 +98,8 @@ def fit_head(model, features, settings: HeadFitConfig, device: torch.device,
     train_loss = float(F.cross_entropy(train_logits, y))
     train_accuracy = float((train_logits.argmax(1) == y).float().mean())
     model.head.to(head_device)
-    result = HeadFitResult(report, val_logits, features.val_labels.long().cpu(), train_loss, train_accuracy)
+    result = HeadFitResult(report, val_logits, features.val_labels.long().cpu(), train_loss, train_accuracy,
+                           oof_logits)
     report.update(images=int(groups.unique().numel()), rows=int(len(y)), temperature=temperature,
                   val_accuracy=result.val_accuracy, seconds=round(time.perf_counter() - start, 3))
     model.head_fit_report = report
@@ -104,6 +112,8 @@ def describe(report: dict[str, Any], settings: HeadFitConfig) -> str:
     if report["solver"] == "minibatch":
         chosen = f"{report['epochs']} epochs chosen on held-out training rows (held-out accuracy " \
                  f"{report['holdout_accuracy']})"
+    elif report.get("cv_skipped"):
+        chosen = f"l2 {report['l2']:g}, not cross-validated ({report['cv_skipped']})"
     else:
         chosen = f"l2 {report['l2']:g}, cross-validated accuracy {report['cv_accuracy']} ({report['folds']} folds)"
     tempered = "" if (report.get("temperature") or 1.0) == 1.0 else (

@@ -12,7 +12,7 @@ import sys
 
 from transferlab.data.doctor import diagnose
 from transferlab.data.images import DEFAULT_MAX_PIXELS
-from transferlab.files import atomic_write_json
+from transferlab.files import atomic_write_json, atomic_write_text
 
 
 def default_cache_dir() -> str:
@@ -38,7 +38,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
     p.add_argument("--all", action="store_true", help="list every file of every finding (default: 20 each)")
     p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
-    return p.parse_args(argv)
+    p.add_argument("--deep", action="store_true",
+                   help="also find near-duplicate leaks, label errors and outliers from backbone features "
+                        "(computed into the training feature cache: a later run reuses them)")
+    p.add_argument("--backbone", default="efficientnet_lite0", help="--deep: a conf/backbone option (%(default)s)")
+    p.add_argument("--html", metavar="DIR", help="--deep: write DIR/index.html, each finding with thumbnails")
+    p.add_argument("--write-exclude", metavar="FILE",
+                   help="--deep: write the flagged paths to FILE, for training's dataset.exclude=FILE")
+    p.add_argument("overrides", nargs="*",
+                   help="--deep: Hydra overrides as for train.py (dataset.input.image_size=160)")
+    return p.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +61,41 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         atomic_write_json(args.json, report.to_dict())
         print(f"JSON report: {args.json}")
+    if args.deep and not report.layout_errors:
+        deep(args)
     return 1 if report.errors or (args.strict and report.warnings) else 0
+
+
+def deep(args: argparse.Namespace) -> None:
+    """The deep quality check (transferlab.quality), on the config `python train.py dataset=folder
+    dataset.root=ROOT backbone=...` composes: its feature cache, its head-fit settings."""
+    from transferlab.config.compose import compose_train_config
+    from transferlab.config.settings import RunSettings
+    from transferlab.quality.check import deep_check
+    from transferlab.quality.html import write_html
+
+    cfg = compose_train_config(args.root, [f"backbone={args.backbone}", "strategy=frozen", *args.overrides])
+    quality, datamodule = deep_check(RunSettings.from_config(cfg))
+    print(quality.format(limit=None if args.all else 20))
+    if args.json:
+        atomic_write_json(args.json, {**report_json(args.json), "quality": quality.to_dict()})
+    if args.html:
+        splits = datamodule.scan()
+        examples: dict[str, list[str]] = {}
+        for sample in splits.train:
+            examples.setdefault(splits.class_names[sample.label], []).append(
+                os.path.relpath(sample.path, quality.root))
+        print(f"HTML report: {write_html(quality, args.html, examples)}")
+    if args.write_exclude:
+        flagged = quality.flagged_paths()
+        atomic_write_text(args.write_exclude, "".join(f"{p}\n" for p in flagged))
+        print(f"{len(flagged)} flagged paths written to {args.write_exclude} (train with dataset.exclude=FILE)")
+
+
+def report_json(path: str) -> dict:
+    import json
+
+    return json.loads(open(path).read())
 
 
 if __name__ == "__main__":

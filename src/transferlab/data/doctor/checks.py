@@ -2,7 +2,8 @@
 silently wrong, and returns a `DatasetReport` (report.py) of findings with a severity, each naming its files.
 
 One walk of the tree (`folders.survey`, the same walk training uses), then every image's facts (inspect.py:
-decoded as training decodes it, cached by size + mtime), then the checks below over those facts.
+decoded as training decodes it, cached by content digest), then the checks below over those facts. A root whose
+shape is not a dataset's (`folders.layout_problem`) is reported at once: no walk, no decoding, no cache.
 
 Severities: `error` = training would fail or be wrong (unreadable files, layout errors); `warning` = worth a
 look (duplicates, leakage, imbalance, tiny or suspicious images, a class missing from val); `note` = handled
@@ -58,6 +59,9 @@ def diagnose(
                                      "imbalance_ratio": imbalance_ratio})
     for p in found.problems:
         report.findings.append(Finding(p.code, p.severity, p.message, [Item(report.rel(x)) for x in p.paths]))
+    if found.train is None:  # refused by its shape (folders.layout_problem): nothing walked, nothing to decode
+        report.seconds = round(time.perf_counter() - start, 3)
+        return report
     if found.layout == "split" and not 0.0 < val_fraction < 1.0:
         report.layout = "invalid"
         report.findings.append(Finding("bad_val_fraction", "error",

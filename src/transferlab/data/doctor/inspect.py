@@ -1,9 +1,11 @@
 """Per-file facts for the dataset doctor: each image read, hashed and fully decoded the way training will.
 
 Decoding is the slow part of a diagnosis, so it runs in a thread pool (Pillow releases the GIL while decoding)
-and its facts are cached per file, keyed on size + mtime: a second scan only stats the files. The cache file
-carries a sha256 of its facts, checked on load: a corrupt one is named in one warning, deleted, and the facts are
-recomputed (and saved again, under the file's lock).
+and its facts are cached per file, keyed on the file's content digest (`transferlab.data.identity`: looked up by
+stat, so a second scan only stats the files; a file whose stat changed is hashed again and decoded only if its
+bytes did). A file replaced by another of the same size with its mtime put back is decoded again. The cache
+file carries a sha256 of its facts, checked on load: a corrupt one is named in one warning, deleted, and the
+facts are recomputed (and saved again, under the file's lock).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from typing import Any
 
 from PIL import Image
 
+from transferlab.data.identity import FileIndex
 from transferlab.data.images import allow_pixels, has_transparency, to_rgb
-from transferlab.files import CorruptEntry, atomic_write_json, discard_corrupt, entry_lock, remove_orphan_temps
+from transferlab.files import CorruptEntry, atomic_write_json, entry_lock, json_digest, read_checked, save_or_warn
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # 2: the file holds a sha256 of its facts
+CACHE_VERSION = 3  # 2: the file holds a sha256 of its facts; 3: facts keyed on the content digest
+WHAT = "doctor facts cache"
 
 
 def inspect_file(path: str, max_pixels: int) -> dict[str, Any]:
@@ -90,43 +94,23 @@ def _describe_error(e: Exception, data: bytes) -> str:
 
 
 class FactsCache:
-    """Per-file facts keyed by path relative to the root, valid while size and mtime are unchanged."""
+    """Per-file facts keyed by path relative to the root, valid while the file's content digest is unchanged.
+
+    `index` gives the digests (`transferlab.data.identity.FileIndex`, kept in the same cache folder)."""
 
     def __init__(self, cache_dir: str | os.PathLike | None, root: str) -> None:
         self.path = None
         self.old: dict[str, Any] = {}
         self.new: dict[str, Any] = {}
         self.root = root
+        self.index = FileIndex(cache_dir)
         if cache_dir:
             key = hashlib.sha1(root.encode()).hexdigest()[:16]
             self.path = Path(cache_dir) / f"doctor-{key}.json"
-            self.old = self._open()
+            self.old = read_checked(self.path, self._load, WHAT, {})
 
-    def _open(self) -> dict[str, Any]:
-        """The stored facts, checked against their sha256; {} if missing, of another version, or corrupt (then
-        warned about and deleted: this scan recomputes the facts and saves them again)."""
-        remove_orphan_temps(self.path.parent)
-        if not self.path.is_file():
-            return {}
-        try:
-            return self._load()
-        except (OSError, ValueError, CorruptEntry):
-            pass  # judged again under the lock, where no other scan can be replacing the file
-        try:
-            with entry_lock(self.path):
-                try:
-                    return self._load()
-                except FileNotFoundError:
-                    return {}
-                except (ValueError, CorruptEntry) as e:
-                    discard_corrupt(self.path, "doctor facts cache", e)
-                    return {}
-        except OSError as e:  # unreadable, or a read-only cache folder: decode everything this time
-            log.warning("Could not read the doctor cache %s (%s); decoding every file.", self.path, e)
-            return {}
-
-    def _load(self) -> dict[str, Any]:
-        stored = json.loads(self.path.read_text())
+    def _load(self, path: Path) -> dict[str, Any]:
+        stored = json.loads(path.read_text())
         if not isinstance(stored, dict):
             raise CorruptEntry("not a JSON object")
         if stored.get("version") != CACHE_VERSION or stored.get("root") != self.root:
@@ -136,14 +120,13 @@ class FactsCache:
             raise CorruptEntry("checksum mismatch")
         return files
 
-    @staticmethod
-    def stamp(path: str) -> list[int]:
-        st = os.stat(path)
-        return [st.st_size, st.st_mtime_ns]
+    def has(self, path: str) -> bool:
+        """Whether facts from an earlier scan are stored for `path` (whatever its content was then)."""
+        return os.path.relpath(path, self.root) in self.old
 
-    def get(self, path: str, stamp: list[int], max_pixels: int) -> dict[str, Any] | None:
+    def get(self, path: str, digest: str, max_pixels: int) -> dict[str, Any] | None:
         hit = self.old.get(os.path.relpath(path, self.root))
-        if not hit or hit[0] != stamp:
+        if not hit or hit[0] != digest:
             return None
         facts = hit[1]
         w, h = facts.get("width") or 0, facts.get("height") or 0
@@ -151,52 +134,70 @@ class FactsCache:
             return None  # skipped for size last time, but the cap now allows it
         return facts
 
-    def put(self, path: str, stamp: list[int], facts: dict[str, Any]) -> None:
-        self.new[os.path.relpath(path, self.root)] = [stamp, facts]
+    def put(self, path: str, digest: Any, facts: dict[str, Any]) -> None:
+        self.new[os.path.relpath(path, self.root)] = [digest, facts]
 
     def save(self) -> None:
-        """Atomically replace the cache (parallel runs may share it); entries of deleted files drop out."""
+        """Atomically replace the cache (parallel runs may share it); entries of deleted files drop out. Then
+        the file index. A folder that cannot be written is warned about once (`save_or_warn`)."""
+        self.index.save()
         if self.path is None or self.new == self.old:
             return
+        path = self.path
         stored = {"version": CACHE_VERSION, "root": self.root, "sha256": _facts_digest(self.new), "files": self.new}
-        try:
-            with entry_lock(self.path):  # the lock tells a live writer's temporary file from an orphan
-                atomic_write_json(self.path, stored, indent=None)
-        except OSError as e:
-            log.warning("Could not write the doctor cache %s (%s); the next scan decodes again.", self.path, e)
+
+        def write() -> None:
+            with entry_lock(path):  # the lock tells a live writer's temporary file from an orphan
+                atomic_write_json(path, stored, indent=None)
+
+        save_or_warn(write, path, WHAT, len(json.dumps(stored)))
 
 
 def _facts_digest(files: dict[str, Any]) -> str:
     """sha256 of the facts in a canonical JSON form (the same before saving and after loading)."""
-    return hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return json_digest(files)
 
 
 def inspect_all(paths: Sequence[str], max_pixels: int, cache: FactsCache,
                 workers: int | None = None) -> tuple[dict[str, dict[str, Any]], int]:
-    """Facts for every path (cached or decoded in parallel) and how many came from the cache."""
-    facts, todo = {}, []
+    """Facts for every path (cached or decoded in parallel) and how many came from the cache.
+
+    A file whose stat is in the index is only stat'ed; one whose stat changed but that has facts from before is
+    hashed, and decoded only if its bytes changed; a file without facts is decoded (which hashes it too)."""
+    facts: dict[str, dict[str, Any]] = {}
+    stats, todo, unhashed = {}, [], []
+    hits = 0
     for p in paths:
         try:
-            stamp = FactsCache.stamp(p)
+            stats[p], digest = cache.index.lookup(p)
         except OSError as e:
             facts[p] = {"decoded": False, "error": f"cannot stat: {e}"}
             continue
-        hit = cache.get(p, stamp, max_pixels)
-        if hit is not None:
-            facts[p] = hit
-            cache.put(p, stamp, hit)
+        if digest is None:
+            (unhashed if cache.has(p) else todo).append(p)
+        elif (hit := cache.get(p, digest, max_pixels)) is not None:
+            facts[p], hits = hit, hits + 1
+            cache.put(p, digest, hit)
         else:
-            todo.append((p, stamp))
-    from_cache = len(facts)
+            todo.append(p)
     if workers is None:
         workers = min(8, os.cpu_count() or 1)
+    for p, digest in zip(unhashed, cache.index.digests(unhashed, workers), strict=True):
+        hit = None if digest is None else cache.get(p, digest, max_pixels)
+        if hit is None:
+            todo.append(p)
+        else:
+            facts[p], hits = hit, hits + 1
+            cache.put(p, digest, hit)
     if len(todo) > 8 and workers > 1:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="doctor") as pool:
-            results = list(pool.map(lambda t: inspect_file(t[0], max_pixels), todo))
+            results = list(pool.map(lambda p: inspect_file(p, max_pixels), todo))
     else:
-        results = [inspect_file(p, max_pixels) for p, _ in todo]
-    for (p, stamp), result in zip(todo, results, strict=True):
+        results = [inspect_file(p, max_pixels) for p in todo]
+    for p, result in zip(todo, results, strict=True):
         facts[p] = result
-        cache.put(p, stamp, result)
+        if result.get("sha256"):  # read: its facts belong to these bytes (stat taken before the read)
+            cache.index.record(p, stats[p], result["sha256"])
+            cache.put(p, result["sha256"], result)
     cache.save()
-    return facts, from_cache
+    return {p: facts[p] for p in paths}, hits

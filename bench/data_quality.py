@@ -1,0 +1,165 @@
+"""Planted faults: how well the deep quality check finds them (`python -m transferlab.data.doctor ROOT --deep`).
+
+For each public folder and planting seed, a copy of the folder gets: 5% of its training images moved to
+another class (label errors); 10 val images replaced by near-duplicates of training images (resized 0.5-0.9x,
+JPEG quality 50-80, cropped <= 10%, brightness +-15%, mirrored at random: leaks); 5 images of another domain
+(scikit-learn's handwritten digits, upscaled) put into class folders (outliers). The check runs on the copy;
+precision and recall per kind, and the false pairs on the unplanted folder, go to
+bench/results/data_quality-<date>.json. Alone on the machine: it extracts features.
+
+    python bench/data_quality.py [--sets hymenoptera_data flowers12] [--seeds 1 2 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "shared" / "datasets"
+RESULTS = ROOT / "bench" / "results"
+FLIP_SHARE, LEAKS, OUTLIERS = 0.05, 10, 5
+
+
+def perturbed(path: Path, rng: random.Random) -> Image.Image:
+    im = Image.open(path).convert("RGB")
+    w, h = im.size
+    s = rng.uniform(0.5, 0.9)
+    im = im.resize((max(8, int(w * s)), max(8, int(h * s))), Image.BILINEAR)
+    w, h = im.size
+    c = rng.uniform(0, 0.1)
+    dx, dy = int(w * c * rng.random()), int(h * c * rng.random())
+    im = im.crop((dx, dy, w - int(w * c) + dx, h - int(h * c) + dy))
+    im = ImageEnhance.Brightness(im).enhance(rng.uniform(0.85, 1.15))
+    if rng.random() < 0.5:
+        im = ImageOps.mirror(im)
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=rng.randint(50, 80))
+    out.seek(0)
+    return Image.open(out)
+
+
+def plant(source: Path, dest: Path, seed: int) -> dict[str, set[str]]:
+    """Copy `source` to `dest` with the faults planted; returns the planted relative paths per kind."""
+    from sklearn.datasets import load_digits
+
+    rng = random.Random(seed)
+    shutil.copytree(source, dest)
+    classes = sorted(p.name for p in (dest / "train").iterdir() if p.is_dir())
+    train = sorted(p for p in (dest / "train").rglob("*") if p.is_file())
+    val = sorted(p for p in (dest / "val").rglob("*") if p.is_file())
+    planted: dict[str, set[str]] = {"label": set(), "leak": set(), "outlier": set()}
+    for path in rng.sample(train, round(FLIP_SHARE * len(train))):
+        other = rng.choice([c for c in classes if c != path.parent.name])
+        target = dest / "train" / other / f"flipped_{path.name}"
+        path.rename(target)
+        planted["label"].add(str(target.relative_to(dest)))
+    train = sorted(p for p in (dest / "train").rglob("*") if p.is_file() and not p.name.startswith("flipped_"))
+    for victim, twin_of in zip(rng.sample(val, LEAKS), rng.sample(train, LEAKS), strict=True):
+        victim.unlink()
+        target = dest / "val" / twin_of.parent.name / f"leak_{twin_of.stem}.jpg"
+        perturbed(twin_of, rng).convert("RGB").save(target, "JPEG", quality=95)
+        planted["leak"].add(str(target.relative_to(dest)))
+    digits = load_digits()
+    for i in rng.sample(range(len(digits.images)), OUTLIERS):
+        pixels = (digits.images[i] * (255 / 16)).astype(np.uint8)
+        split = rng.choice(["train", "val"])
+        target = dest / split / rng.choice(classes) / f"outlier_digit{i}.png"
+        Image.fromarray(pixels, "L").resize((224, 224), Image.NEAREST).save(target)
+        planted["outlier"].add(str(target.relative_to(dest)))
+    return planted
+
+
+def check(root: Path) -> tuple[dict, float]:
+    from transferlab.config.compose import compose_train_config
+    from transferlab.config.settings import RunSettings
+    from transferlab.quality.check import deep_check
+
+    cfg = compose_train_config(str(root), ["backbone=efficientnet_lite0", "strategy=frozen",
+                                           f"paths.cache_dir={root}.cache"])
+    start = time.perf_counter()
+    report, _ = deep_check(RunSettings.from_config(cfg))
+    return report.to_dict(), time.perf_counter() - start
+
+
+def scores(found: dict, planted: dict[str, set[str]], images: int, real_leaks: set[str]) -> dict:
+    """Recall of what was planted; precision counting the folder's own leaks (found on the unplanted copy, and
+    checked by eye: flowers12's are crops and re-encodes of one photo) as right, not as false alarms."""
+    out = {}
+    findings = found["findings"]
+    flagged = {
+        "leak": {f for x in findings if x["kind"] == "leak" for f in x["files"] if f.startswith("val/")},
+        "label": {x["files"][0] for x in findings if x["kind"] == "label"},
+        "outlier": {x["files"][0] for x in findings if x["kind"] == "outlier"},
+    }
+    for kind, truth in planted.items():
+        hit = flagged[kind] & truth
+        right = flagged[kind] & (truth | real_leaks) if kind == "leak" else hit
+        out[kind] = {"planted": len(truth), "flagged": len(flagged[kind]), "found": len(hit),
+                     "recall": len(hit) / len(truth) if truth else None,
+                     "precision": len(right) / len(flagged[kind]) if flagged[kind] else None}
+    top = set(found["outlier_ranking"][:max(1, round(0.02 * images))])
+    out["outlier"]["recall_top_2pct"] = len(top & planted["outlier"]) / len(planted["outlier"])
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="+", default=["hymenoptera_data", "flowers12"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    args = parser.parse_args()
+    results: dict = {"command": " ".join(["python", "bench/data_quality.py", *sys.argv[1:]]),
+                     "date": time.strftime("%Y-%m-%d_%H-%M-%S"), "sets": {}}
+    for name in args.sets:
+        source = DATASETS / name
+        if not source.is_dir():
+            print(f"skipped {name}: {source} not found")
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            source_copy = Path(tmp) / "clean"
+            shutil.copytree(source, source_copy)
+            clean, clean_s = check(source_copy)
+            images = sum(clean["images"].values())
+            false_pairs = clean["counts"]["leak"] + clean["counts"]["duplicate"]
+            pair_findings = [f for f in clean["findings"] if f["kind"] in ("leak", "duplicate")]
+            entry = {"images": images, "seeds": {}, "unplanted": {
+                "pairs": false_pairs, "per_1000_images": round(1000 * false_pairs / images, 2),
+                "findings": pair_findings, "labels": clean["counts"]["label"],
+                "outliers": clean["counts"]["outlier"], "seconds": round(clean_s, 1), "stages": clean["seconds"]}}
+            shutil.rmtree(source_copy)
+            for seed in args.seeds:
+                planted_root = Path(tmp) / f"planted{seed}"
+                planted = plant(source, planted_root, seed)
+                found, seconds = check(planted_root)
+                entry["seeds"][seed] = {**scores(found, planted, images, set(clean["leaked_val"])),
+                                        "seconds": round(seconds, 1),
+                                        "stages": found["seconds"]}
+                print(name, seed, json.dumps(entry["seeds"][seed]))
+                shutil.rmtree(planted_root)
+            for kind in ("leak", "label", "outlier"):
+                for measure in ("recall", "precision", "recall_top_2pct"):
+                    values = [v[kind].get(measure) for v in entry["seeds"].values()]
+                    if values and all(x is not None for x in values):
+                        entry.setdefault("mean", {}).setdefault(kind, {})[measure] = round(float(np.mean(values)), 3)
+            entry["unplanted"]["leaked_val"] = clean["leaked_val"]
+            results["sets"][name] = entry
+            print(name, "unplanted", json.dumps(entry["unplanted"])[:400])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"data_quality-{results['date']}.json"
+    out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
