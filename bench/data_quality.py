@@ -8,6 +8,7 @@ precision and recall per kind, and the false pairs on the unplanted folder, go t
 bench/results/data_quality-<date>.json. Alone on the machine: it extracts features.
 
     python bench/data_quality.py [--sets hymenoptera_data flowers12] [--seeds 1 2 3]
+    python bench/data_quality.py --search 50000   # the neighbour search alone, on synthetic 1280-d features
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import random
 import shutil
 import sys
@@ -113,11 +115,34 @@ def scores(found: dict, planted: dict[str, set[str]], images: int, real_leaks: s
     return out
 
 
+def search(n: int, dim: int = 1280) -> int:
+    """Time the all-against-all neighbour search (audit's one search) on n synthetic feature rows."""
+    from transferlab.quality.duplicates import NEIGHBOURS
+    from transferlab.quality.neighbours import nearest, normalised
+    from transferlab.quality.outliers import K
+
+    rng = np.random.default_rng(0)
+    x = normalised(np.abs(rng.normal(size=(n, dim))).astype(np.float32))
+    start = time.perf_counter()
+    nearest(x, x, max(NEIGHBOURS, K), same=True)
+    seconds = time.perf_counter() - start
+    out = RESULTS / f"data_quality_search-{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": f"python bench/data_quality.py --search {n}", "rows": n, "dim": dim,
+                               "neighbours": max(NEIGHBOURS, K), "seconds": round(seconds, 1),
+                               "cores": os.cpu_count()}, indent=1))
+    print(f"{n} x {dim}: {seconds:.1f} s; wrote {out}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=["hymenoptera_data", "flowers12"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--search", type=int, default=None, help="only time the neighbour search on N rows")
     args = parser.parse_args()
+    if args.search:
+        return search(args.search)
     results: dict = {"command": " ".join(["python", "bench/data_quality.py", *sys.argv[1:]]),
                      "date": time.strftime("%Y-%m-%d_%H-%M-%S"), "sets": {}}
     for name in args.sets:
