@@ -72,27 +72,15 @@ class ImageSamples(Dataset):
         log.warning("Skipping unreadable image mid-training (dataset.on_bad_file=skip): %s", error)
 
 
-class RowPerFile(Dataset):
+class RowPerFile(ImageSamples):
     """(image, readable) per sample, for a pass that keeps one row per file (feature extraction).
 
     A file that fails to decode raises a BadImageError naming it with `on_bad_file="error"`. With `"skip"` it
     is logged and kept in `skipped`, and its item is a blank image with readable=False: the caller drops that
     row. ImageSamples' answer (the next readable image in its place) would put another file's pixels in the
     row of this file's label. The blank image goes through the transform with the random generator's state
-    saved and restored, so the other files' random crops are the same as without the bad file."""
-
-    def __init__(self, samples: Sequence[Sample], transform: Callable | None = None,
-                 on_bad_file: str = "error", max_pixels: int | None = None) -> None:
-        if on_bad_file not in ON_BAD_FILE:
-            raise ValueError(f"on_bad_file={on_bad_file!r}; use one of {ON_BAD_FILE}.")
-        self.samples = list(samples)
-        self.transform = transform
-        self.on_bad_file = on_bad_file
-        self.max_pixels = max_pixels
-        self.skipped: list[str] = []
-
-    def __len__(self) -> int:
-        return len(self.samples)
+    saved and restored, so the other files' random crops are the same as without the bad file. (Its samples,
+    transform, policy and `skipped` list are ImageSamples'.)"""
 
     def __getitem__(self, index: int):
         path = self.samples[index].path
