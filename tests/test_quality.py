@@ -87,6 +87,21 @@ def test_audit_reports_a_train_val_leak_first_naming_the_val_file_first(tmp_path
     assert "val/x/leak.jpg" in report.flagged_paths() and "train/x/0.png" not in report.flagged_paths()
 
 
+def test_a_leak_is_found_on_its_split_not_its_path_when_val_is_drawn_from_class_folders(tmp_path):
+    """dataset.val_fraction layouts: val files live in the class folders, no `val/` in their paths."""
+    paths, splits, labels = _folder(tmp_path, leak=True)
+    flat = [p.split("/", 1)[1].replace("/", f"/{s}_") for p, s in zip(paths, splits, strict=True)]
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(len(paths), 64))
+    features[-1] = features[0] + 0.3 * rng.normal(size=64)
+    for old, new in zip(paths, flat, strict=True):
+        (tmp_path / new).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp_path / old, tmp_path / new)
+    report = audit(str(tmp_path), ["x", "y"], flat, splits, labels, features, probs=None)
+    assert report.leaked_val == ["x/val_leak.jpg"]
+    assert "x/val_leak.jpg" in report.flagged_paths() and "x/train_0.png" not in report.flagged_paths()
+
+
 def test_close_features_without_matching_pixels_are_not_a_duplicate(tmp_path):
     """Two different photos of one scene: the backbone puts them close, the pixels disagree."""
     paths, splits, labels = _folder(tmp_path, leak=False)
@@ -181,6 +196,19 @@ def test_a_frozen_run_reports_its_leak_and_the_val_accuracy_without_it(tmp_path)
     assert "quality/findings" in tags["images"]
     assert any(t.startswith("quality/report") for t in tags["tensors"])
 
+    # eval.py on the run states the same leak-free figure (the run's record names the leaked val file)
+    from transferlab.tasks.evaluate import evaluate_checkpoint, format_report
+
+    from omegaconf import OmegaConf
+
+    dataset = OmegaConf.create({"_target_": "transferlab.data.datamodule.FolderDataModule", "root": str(data)})
+    ev = evaluate_checkpoint(str(tmp_path / "run" / "run"), dataset, progress=False)
+    assert ev.metrics["leaked_images"] == 1 and ev.metrics["leak_free_images"] == 6
+    assert ev.metrics["accuracy_leak_free"] == pytest.approx(free["accuracy"])
+    assert "accuracy leak-free" in format_report(ev, "eval")
+    assert "accuracy_leak_free" not in evaluate_checkpoint(str(tmp_path / "run" / "run"), dataset, split="train",
+                                                           progress=False).metrics
+
 
 def test_dataset_quality_fast_runs_no_deep_check(tmp_path):
     from tests.conftest import compose_config, shrink
@@ -191,6 +219,24 @@ def test_dataset_quality_fast_runs_no_deep_check(tmp_path):
     summary = train(compose_config(tmp_path / "run", shrink(data, strategy="frozen", logger="none",
                                                             **{"dataset.quality": "fast"})))
     assert "quality" not in summary and "val_acc_leak_free" not in summary
+
+
+@pytest.mark.parametrize("quality", ["fast", "off"])
+def test_dataset_quality_off_silences_the_advisory_warnings_but_still_skips_bad_files(tmp_path, caplog, quality):
+    import logging
+    import shutil
+
+    from tests.conftest import make_folder
+    from transferlab.data.datamodule import FolderDataModule
+
+    root = make_folder(tmp_path / "data", {"train": {"ant": 3, "bee": 3}, "val": {"ant": 2, "bee": 2}})
+    shutil.copy(root / "train/ant/000.png", root / "train/ant/copy.png")  # a byte-identical duplicate
+    (root / "train/bee/broken.png").write_bytes(b"not an image")
+    with caplog.at_level(logging.WARNING, logger="transferlab.data.datamodule"):
+        splits = FolderDataModule(str(root), quality=quality).scan()
+    assert not any(s.path.endswith("broken.png") for s in splits.train)  # bad files: skipped either way
+    assert "Skipping 1 bad file" in caplog.text
+    assert ("Dataset doctor: [duplicate]" in caplog.text) == (quality == "fast")
 
 
 def test_exclude_and_relabel_files_apply_without_touching_a_file_and_are_recorded(tmp_path):

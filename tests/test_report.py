@@ -380,3 +380,19 @@ def test_a_job_no_better_than_chance_is_flagged_in_the_job_table(tmp_path):
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| 0 ") or
             line.startswith("| 1 ")}
     assert "ok: no better than chance" in rows["1"] and "no better than chance" not in rows["0"]
+
+
+def test_a_job_whose_val_set_leaked_gets_a_leak_free_column_and_a_warning(sweep):
+    make_job(sweep, 11, [*COMMON, "strategy=lpft", "optimizer.lr=0.01"],
+             ok(0.97, 90.0, val_acc_leak_free={"accuracy": 0.96, "images": 145, "leaked": 8}))
+    paths = build_report(sweep)
+    rows = {r["job"]: r for r in read_csv(paths["summary.csv"])}
+    assert rows["11"]["val_acc_leak_free"] == "0.96" and rows["11"]["leaked_val"] == "8"
+    assert rows["0"]["val_acc_leak_free"] == ""
+    md = paths["summary.md"].read_text()
+    assert "leak-free val acc" in md and "0.9600 (8 leaked)" in md
+    assert "1 job(s) found val images with a near-duplicate in train" in md
+
+
+def test_no_leak_no_leak_free_column(sweep):
+    assert "leak-free" not in build_report(sweep)["summary.md"].read_text()

@@ -142,6 +142,26 @@ class RunRecord:
             record.checkpoint, record.resume_command = checkpoint, resume_command
         return record.write(run_dir)
 
+    def leaked_val(self) -> tuple[str, list[str]] | None:
+        """The dataset root and the val files (relative to it) that the run's quality check found near-duplicated
+        in train, or None when it found none (or did not look). Read from disk: types checked, else None."""
+        quality = self.extra.get("quality")
+        if not isinstance(quality, dict):
+            return None
+        root, leaked = quality.get("root"), quality.get("leaked_val")
+        if not (isinstance(root, str) and isinstance(leaked, list) and leaked
+                and all(isinstance(p, str) for p in leaked)):
+            return None
+        return root, leaked
+
+    def leak_free(self) -> dict[str, Any] | None:
+        """{accuracy, images, leaked}: the best val accuracy without the leaked val images, when there were any."""
+        free = self.extra.get("val_acc_leak_free")
+        if not (isinstance(free, dict) and _is_number(free.get("accuracy")) and _is_number(free.get("leaked"))
+                and _is_number(free.get("images"))):
+            return None
+        return free
+
     def value(self) -> float | None:
         """val_acc_best as a sweeper's objective: None when missing or not finite."""
         v = self.val_acc_best

@@ -326,7 +326,8 @@ class DatasetConfig:
     balance: str = "none"
     cache_dir: str | None = "${paths.log_dir}/cache"  # the dataset doctor's per-file checks, reused while unchanged
     # deep: also near-duplicate leaks, label errors and outliers (transferlab.quality) whenever the backbone's
-    # features are computed anyway (frozen, lpft, auto) | fast: the doctor's file checks only
+    # features are computed anyway (frozen, lpft, auto) | fast: the doctor's checks only | off: no advisory
+    # warnings either (duplicates, imbalance, ...); unreadable files are still found and skipped or refused
     quality: str = "deep"
     exclude: str | None = None  # a file of paths to leave out (one per line; the doctor's --write-exclude)
     relabel: str | None = None  # a CSV of `path,label` corrections
@@ -365,7 +366,7 @@ class DatasetConfig:
         _choice("dataset.on_bad_file", self.on_bad_file, ("skip", "error"))
         _at_least("dataset.max_pixels", self.max_pixels, 1)
         _choice("dataset.balance", self.balance, ("none", "sampler", "loss"))
-        _choice("dataset.quality", self.quality, ("deep", "fast"))
+        _choice("dataset.quality", self.quality, ("deep", "fast", "off"))
 
     def datamodule_arguments(self) -> dict[str, Any]:
         """The datamodule's keyword arguments as plain data (`_target_` and `prepare` are built by the caller)."""

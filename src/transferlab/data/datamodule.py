@@ -160,7 +160,7 @@ class FolderDataModule(L.LightningDataModule):
                         f"remove them, or set dataset.on_bad_file=skip to train without them:\n{listing}\n{hint}")
                 log.warning("Skipping %d bad file(s) (dataset.on_bad_file=skip):\n%s",
                             len(report.bad_files), listing)
-            for finding in report.warnings:
+            for finding in report.warnings if self.quality != "off" else ():
                 if finding.code != "tiny":  # set_input_spec re-checks it against the model's real crop size
                     _warn(finding)
             self.skipped = list(report.bad_files)
@@ -235,7 +235,7 @@ class FolderDataModule(L.LightningDataModule):
         self.input_spec = spec
         if self.report is not None:  # the crop size is known now: flag images smaller than it
             tiny = self.report.check_min_size(spec.image_size)
-            if tiny:
+            if tiny and self.quality != "off":
                 _warn(tiny)
 
     # --- datasets and loaders ---------------------------------------------------------------------

@@ -44,7 +44,8 @@ def audit(root: str, class_names: Sequence[str], paths: Sequence[str], splits: S
         kind = "leak" if kinds == {"train", "val"} else "duplicate"
         if kind == "duplicate":
             ordered = sorted(members, key=lambda i: paths[i])
-        report.findings.append(QualityFinding(kind, [paths[i] for i in ordered], score))
+        report.findings.append(QualityFinding(kind, [paths[i] for i in ordered], score,
+                                              splits=[splits[i] for i in ordered]))
     times["duplicates"] = time.perf_counter() - start
 
     start = time.perf_counter()

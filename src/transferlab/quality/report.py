@@ -3,6 +3,8 @@ outlier, and the `QualityReport` that holds, prints and serialises them (train/v
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +21,12 @@ class QualityFinding:
     score: float
     given: str | None = None  # label: the folder's class, and the class the out-of-sample head suggests
     suggested: str | None = None
+    # leak/duplicate: each file's split ("train"/"val"), parallel to `files`: a val_fraction layout's val files
+    # live in the class folders, so the path alone cannot say which side of a leak a file is on
+    splits: list[str] | None = None
+
+    def val_files(self) -> list[str]:
+        return [f for f, s in zip(self.files, self.splits or [], strict=False) if s == "val"]
 
     def line(self) -> str:
         label = f"  given {self.given}, suggested {self.suggested}" if self.kind == "label" else ""
@@ -40,7 +48,7 @@ class QualityReport:
     @property
     def leaked_val(self) -> list[str]:
         """Val files with a near-duplicate in train: leave them out for a leak-free val figure."""
-        return sorted({f for finding in self.of("leak") for f in finding.files if f.startswith("val/")})
+        return sorted({f for finding in self.of("leak") for f in finding.val_files()})
 
     def flagged_paths(self) -> list[str]:
         """Every file a finding names except the first of each group (the one to keep), for `--write-exclude`:
@@ -48,7 +56,7 @@ class QualityReport:
         out: set[str] = set()
         for f in self.findings:
             if f.kind == "leak":
-                out.update(p for p in f.files if p.startswith("val/"))
+                out.update(f.val_files())
             elif f.kind == "duplicate":
                 out.update(f.files[1:])
             else:
@@ -78,3 +86,17 @@ class QualityReport:
                 "duplicates_inconclusive": self.duplicates_inconclusive, "leaked_val": self.leaked_val,
                 "findings": [asdict(f) for f in self.findings],
                 "outlier_ranking": self.outlier_ranking[:100]}
+
+
+def leak_free(files: Sequence[str], correct: Sequence[bool], leaked: Sequence[str], root: str) -> dict[str, Any] | None:
+    """Accuracy over `files` (absolute or relative to `root`) without the `leaked` val files (relative to `root`):
+    {accuracy, images, leaked}; None when nothing leaked or nothing is left. Shared by a training run (its
+    val_predictions.csv), eval.py and the sweep report (which reads what the run wrote)."""
+    if not leaked:
+        return None
+    leaked_paths = {os.path.normpath(os.path.join(root, p)) for p in leaked}
+    kept = [ok for f, ok in zip(files, correct, strict=True)
+            if os.path.normpath(os.path.join(root, f)) not in leaked_paths]
+    if not kept:
+        return None
+    return {"accuracy": sum(map(bool, kept)) / len(kept), "images": len(kept), "leaked": len(files) - len(kept)}

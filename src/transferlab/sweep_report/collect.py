@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from transferlab.jobs.repetitions import parse_rep_dir
+from transferlab.record import RunRecord
 
 # Override keys whose values are repetitions of one configuration, not different configurations.
 REPEAT_KEYS = ("seed", "dataset.fold")
@@ -56,6 +57,14 @@ class Job:
     def metric(self, key: str) -> Any:
         value = self.summary.get(key)
         return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    def leak_free(self) -> dict[str, Any] | None:
+        """{accuracy, images, leaked}: the job's best val accuracy without the val images that have a
+        near-duplicate in train (its quality check's), when it found any."""
+        try:
+            return RunRecord.from_dict(self.summary).leak_free() if self.summary else None
+        except (TypeError, ValueError):
+            return None
 
     def label(self, keys: list[str]) -> str:
         name = f"#{self.num}" if self.num is not None else self.dir.name

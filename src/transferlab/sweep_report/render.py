@@ -30,7 +30,8 @@ METRICS = [
 
 # --- CSV -------------------------------------------------------------------------------------------------
 def write_csv(jobs: list[Job], keys: list[str], path: Path) -> None:
-    header = ["job", *keys, *(c for c, _ in METRICS), "status", "error", "overrides", "dir"]
+    header = ["job", *keys, *(c for c, _ in METRICS), "val_acc_leak_free", "leaked_val", "status", "error",
+              "overrides", "dir"]
     with atomic_writer(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -39,6 +40,7 @@ def write_csv(jobs: list[Job], keys: list[str], path: Path) -> None:
                 job.num if job.num is not None else "",
                 *(job.overrides.get(k, "") for k in keys),
                 *("" if job.metric(k) is None else job.metric(k) for _, k in METRICS),
+                *(("", "") if (free := job.leak_free()) is None else (free["accuracy"], free["leaked"])),
                 job.status,
                 job.error,
                 " ".join(f"{k}={v}" for k, v in job.overrides.items()),
@@ -102,8 +104,9 @@ def _md_cell(text: str) -> str:
 
 
 def _job_table(jobs: list[Job], keys: list[str]) -> list[str]:
-    header = ["job", *keys, "best val acc", "epoch", "val loss", "wall time", "images/s", "trainable params",
-              "total params", "peak memory (MB)", "status"]
+    leaks = any(job.leak_free() for job in jobs)  # the column only when a job's val set has leaked images
+    header = ["job", *keys, "best val acc", *(["leak-free val acc"] if leaks else []), "epoch", "val loss",
+              "wall time", "images/s", "trainable params", "total params", "peak memory (MB)", "status"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for job in jobs:
         status = job.status if not job.error else f"{job.status}: {job.error}"
@@ -113,6 +116,7 @@ def _job_table(jobs: list[Job], keys: list[str]) -> list[str]:
             str(job.num) if job.num is not None else job.dir.name,
             *(f"`{short(job.overrides[k])}`" if k in job.overrides else "-" for k in keys),
             _fmt(job.metric("val/acc_best"), "acc"),
+            *([_leak_free_cell(job)] if leaks else []),
             _fmt(job.metric("best_epoch"), "int"),
             _fmt(job.metric("val/loss"), "loss"),
             _fmt(job.metric("wall_time_s"), "time"),
@@ -124,6 +128,21 @@ def _job_table(jobs: list[Job], keys: list[str]) -> list[str]:
         ]
         lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     return lines
+
+
+def _leak_free_cell(job: Job) -> str:
+    free = job.leak_free()
+    return "-" if free is None else f"{free['accuracy']:.4f} ({free['leaked']} leaked)"
+
+
+def leak_note(jobs: list[Job]) -> list[str]:
+    """A line under the headline when val images have near-duplicates in train: the figures above are optimistic."""
+    leaked = [free["leaked"] for job in jobs if (free := job.leak_free())]
+    if not leaked:
+        return []
+    return [f"{len(leaked)} job(s) found val images with a near-duplicate in train ({max(leaked)} at most): their "
+            "best val acc is optimistic; the `leak-free val acc` column scores the val set without them "
+            "(`python -m transferlab.data.doctor ROOT --deep --write-exclude FILE`, then `dataset.exclude=FILE`).", ""]
 
 
 def _spread_cells(s: Spread | None, kind: str) -> list[str]:
@@ -181,10 +200,11 @@ def write_markdown(jobs: list[Job], keys: list[str], path: Path, sweep_dir: Path
     lines = [f"# Sweep report: `{sweep_dir}`", ""]
     if rkeys and configs is not None:
         config_keys = [k for k in keys if k not in rkeys]
-        lines += [_config_headline(jobs, configs, rkeys), "", *_config_table(configs, config_keys), "",
+        lines += [_config_headline(jobs, configs, rkeys), "", *leak_note(jobs),
+                  *_config_table(configs, config_keys), "",
                   *([*paired, ""] if paired else []), "## Jobs", "", *_job_table(jobs, keys)]
     else:
-        lines += [_headline(jobs, keys), "", *_job_table(jobs, keys)]
+        lines += [_headline(jobs, keys), "", *leak_note(jobs), *_job_table(jobs, keys)]
         if paired:
             lines += ["", *paired]
     lines += ["", "Rebuild with `python -m transferlab.sweep_report <sweep dir>`; plot: `summary.png`.", ""]

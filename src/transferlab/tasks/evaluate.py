@@ -27,6 +27,8 @@ from transferlab.data.folders import FolderSplits, Sample
 from transferlab.evaluation.metrics import compute_metrics, confident_mistakes
 from transferlab.evaluation.plots import plot_confusion_matrix, plot_mistakes, plot_reliability, save_figure
 from transferlab.inference import Classifier, Skipped, load_classifier
+from transferlab.quality.report import leak_free
+from transferlab.record import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +68,25 @@ _RUN_DATA_FIELDS = {"root": str, "val_fraction": (int, float), "split_seed": int
                     "on_bad_file": str}
 
 
+def training_run_dir(ckpt: Path) -> Path | None:
+    """The training run directory a checkpoint was saved in (`<run>/checkpoints/x.ckpt` or `<run>/x.ckpt`)."""
+    return next((d for d in (ckpt.parent.parent, ckpt.parent) if (d / ".hydra" / "config.yaml").is_file()), None)
+
+
+def training_leaks(ckpt: Path) -> tuple[str, list[str]] | None:
+    """The val files the training run's quality check found near-duplicated in its train split (its
+    summary.json), with the dataset root they are relative to; None when it found none or did not look."""
+    for run_dir in (ckpt.parent.parent, ckpt.parent):  # the run's summary.json, with or without .hydra/
+        record = RunRecord.read(run_dir)
+        if record is not None:
+            return record.leaked_val()
+    return None
+
+
 def training_data(ckpt: Path) -> dict[str, Any]:
     """The data settings of the run that wrote `ckpt` (root resolved from the run's launch directory), as
     validated plain values for `FolderDataModule`."""
-    run_dir = next((d for d in (ckpt.parent.parent, ckpt.parent) if (d / ".hydra" / "config.yaml").is_file()), None)
+    run_dir = training_run_dir(ckpt)
     if run_dir is None:
         raise FileNotFoundError(
             f"{ckpt} is not inside a training run directory (no .hydra/config.yaml beside it), so the data it "
@@ -176,6 +193,10 @@ def format_report(ev: Evaluation, title: str) -> str:
     for name in ("precision", "recall", "f1"):
         lines.append(f"  {name:<9} macro {m[f'{name}_macro']:.4f}  weighted {m[f'{name}_weighted']:.4f}")
     lines.append(f"  {f'ECE ({len(ev.calibration)} bins)':<19} {m['ece']:.4f}")
+    if "accuracy_leak_free" in m:
+        lines.append(f"  {'accuracy leak-free':<19} {m['accuracy_leak_free']:.4f} ({m['leaked_images']} val images "
+                     f"with a near-duplicate in train left out, {m['leak_free_images']} scored; the training run's "
+                     "quality check)")
     lines += ["", per_class_markdown(ev)]
     if ev.skipped:
         lines += ["", f"Skipped {len(ev.skipped)} unreadable file(s):", *(f"  {s.error}" for s in ev.skipped)]
@@ -251,6 +272,12 @@ def evaluate_checkpoint(ckpt_path: str, dataset: DictConfig | None = None, split
     ev.metrics["seconds"] = round(time.perf_counter() - start, 2)
     ev.metrics["tta"] = tta
     ev.dataset_skipped = [str(p) for p in getattr(datamodule, "skipped", [])]  # bad files the scan left out
+    leaks = training_leaks(clf.checkpoint) if split == "val" else None
+    if leaks is not None and os.path.normpath(leaks[0]) == os.path.normpath(datamodule.root):
+        free = leak_free(ev.files, (ev.preds == ev.targets).tolist(), leaks[1], datamodule.root)
+        if free is not None and free["leaked"]:  # the same val set the run audited: its leaks are these files
+            ev.metrics.update(accuracy_leak_free=free["accuracy"], leaked_images=free["leaked"],
+                              leak_free_images=free["images"])
     if output_dir is not None:
         info = {"checkpoint": str(clf.checkpoint), "dataset_root": datamodule.root, "split": split}
         write_outputs(ev, Path(output_dir), info, mistakes)

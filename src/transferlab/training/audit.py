@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from transferlab.quality.check import audit_features
-from transferlab.quality.report import WHAT, QualityReport
+from transferlab.quality.report import WHAT, QualityReport, leak_free
 
 log = logging.getLogger(__name__)
 SHOWN = 50  # findings kept in summary.json (all of them: the doctor's --deep --json)
@@ -90,11 +90,6 @@ def leak_free_accuracy(predictions: Path, leaked: list[str], root: str) -> dict[
     """Val accuracy from `val_predictions.csv` without the val images that have a twin in train."""
     if not leaked or not predictions.is_file():
         return None
-    leaked_paths = {os.path.abspath(os.path.join(root, p)) for p in leaked}
     with predictions.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    kept = [r for r in rows if os.path.abspath(r["file"]) not in leaked_paths]
-    if not kept:
-        return None
-    correct = sum(r["true"] == r["predicted"] for r in kept)
-    return {"accuracy": correct / len(kept), "images": len(kept), "leaked": len(rows) - len(kept)}
+    return leak_free([r["file"] for r in rows], [r["true"] == r["predicted"] for r in rows], leaked, root)
