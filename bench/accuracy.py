@@ -14,10 +14,10 @@ For every data folder and backbone, one after the other (run it alone: two train
   strategy=<strategy> recipe=<recipe>` (recipe tutorial when not named; plus `--extra` overrides and the
   `--arm-extra` of its label) in its own process, once per seed, reading its `summary.json`.
 
-Writes `bench/results/accuracy-<stamp>.md` and `.json`: best val accuracy (mean ± std over seeds, and each
-seed's), wall time (with `--cold-cache`, feature extraction included), the time at which a run's val accuracy
-first reached the probe's (and, with a `finetune` arm, that arm's mean best), training images/s, and for head
-fits the fit's own seconds. A script, not a test.
+Writes the entry of these arguments in `bench/results/accuracy/latest.json` (+ `latest.md`; bench/_results.py):
+best val accuracy (mean ± std over seeds, and each seed's), wall time (with `--cold-cache`, feature extraction
+included), the time at which a run's val accuracy first reached the probe's (and, with a `finetune` arm, that
+arm's mean best), training images/s, and for head fits the fit's own seconds. A script, not a test.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _results import write_latest
 
 from transferlab.evaluation.stats import format_mean_std
 
@@ -214,18 +216,8 @@ def main() -> None:
                 results.append({**base, "arm": arm, "runs": runs})
             mark_finetune_best([r for r in results if r["data"] == base["data"] and r["backbone"] == backbone])
 
-    write_results(f"accuracy-{stamp}", {"argv": sys.argv[1:], "results": results},
-                  table(results, f"python bench/accuracy.py {shlex.join(sys.argv[1:])}"))
-
-
-def write_results(name: str, data: dict, lines: list[str]) -> None:
-    """`bench/results/<name>.json` (the raw figures) and `.md` (the table), and the table on stdout."""
-    out = ROOT / "bench" / "results" / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"\nwrote {out.with_suffix('.md')} and .json")
+    write_latest("accuracy", {"argv": sys.argv[1:], "results": results},
+                 table(results, f"python bench/accuracy.py {shlex.join(sys.argv[1:])}"), meta={"stamp": stamp})
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ For each public folder and planting seed, a copy of the folder gets: 5% of its t
 another class (label errors); 10 val images replaced by near-duplicates of training images (resized 0.5-0.9x,
 JPEG quality 50-80, cropped <= 10%, brightness +-15%, mirrored at random: leaks); 5 images of another domain
 (scikit-learn's handwritten digits, upscaled) put into class folders (outliers). The check runs on the copy;
-precision and recall per kind, and the false pairs on the unplanted folder, go to
-bench/results/data_quality-<date>.json. Alone on the machine: it extracts features.
+precision and recall per kind, and the false pairs on the unplanted folder, go to its entry of
+bench/results/data_quality/latest.json (+ latest.md). Alone on the machine: it extracts features.
 
     python bench/data_quality.py [--sets hymenoptera_data flowers12] [--seeds 1 2 3]
     python bench/data_quality.py --search 50000   # the neighbour search alone, on synthetic 1280-d features
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import write_latest
 from PIL import Image, ImageEnhance, ImageOps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,13 +127,35 @@ def search(n: int, dim: int = 1280) -> int:
     start = time.perf_counter()
     nearest(x, x, max(NEIGHBOURS, K), same=True)
     seconds = time.perf_counter() - start
-    out = RESULTS / f"data_quality_search-{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": f"python bench/data_quality.py --search {n}", "rows": n, "dim": dim,
-                               "neighbours": max(NEIGHBOURS, K), "seconds": round(seconds, 1),
-                               "cores": os.cpu_count()}, indent=1))
-    print(f"{n} x {dim}: {seconds:.1f} s; wrote {out}")
+    data = {"command": f"python bench/data_quality.py --search {n}", "rows": n, "dim": dim,
+            "neighbours": max(NEIGHBOURS, K), "seconds": round(seconds, 1), "cores": os.cpu_count()}
+    write_latest("data_quality", data, search_table(data))
     return 0
+
+
+def search_table(data: dict) -> list[str]:
+    """The neighbour search's one-row table."""
+    return ["| rows x dim | neighbours | seconds | cores |", "|---:|---:|---:|---:|",
+            f"| {data['rows']} x {data['dim']} | {data['neighbours']} | {data['seconds']} | {data['cores']} |"]
+
+
+def table(results: dict) -> list[str]:
+    """Per folder: the planted faults' recall / precision (mean over planting seeds), the check's seconds."""
+    lines = ["| folder | images | seeds | leaks recall / precision | label errors recall / precision "
+             "| outliers recall (top 2%) | pairs on the unplanted folder | check on the unplanted folder (s) |",
+             "|---|---:|---|---|---|---|---:|---:|"]
+    for name, e in results["sets"].items():
+        m = e.get("mean", {})
+
+        def rp(kind: str, m: dict = m) -> str:
+            k = m.get(kind, {})
+            return " / ".join(f"{k[x]:.2f}" if k.get(x) is not None else "n/a" for x in ("recall", "precision"))
+
+        top = m.get("outlier", {}).get("recall_top_2pct")
+        lines.append(f"| {name} | {e['images']} | {', '.join(str(s) for s in e['seeds'])} | {rp('leak')} "
+                     f"| {rp('label')} | {'n/a' if top is None else f'{top:.2f}'} | {e['unplanted']['pairs']} "
+                     f"| {e['unplanted']['seconds']} |")
+    return lines
 
 
 def main() -> int:
@@ -179,10 +202,7 @@ def main() -> int:
             entry["unplanted"]["leaked_val"] = clean["leaked_val"]
             results["sets"][name] = entry
             print(name, "unplanted", json.dumps(entry["unplanted"])[:400])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"data_quality-{results['date']}.json"
-    out.write_text(json.dumps(results, indent=1))
-    print(f"wrote {out}")
+    write_latest("data_quality", results, table(results), results["command"], meta={"stamp": results["date"]})
     return 0
 
 

@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _results import write_latest
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench" / "tutorial_vs_transferlab.py"  # its --worker transferlab mode runs one job
 
@@ -40,7 +42,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--only", default=None, help="comma-separated indices of VARIANTS to run (default: all)")
     parser.add_argument("--variant", action="append", default=[], help='extra variant: name="override ..."')
-    parser.add_argument("--out", default=None, help="Markdown file (default bench/results/switches-<stamp>.md)")
+    parser.add_argument("--out", default=None, help="also write the table to this Markdown file "
+                        "(always: bench/results/finetune_switches/latest.*)")
     args = parser.parse_args()
 
     variants = dict(VARIANTS)
@@ -76,11 +79,13 @@ def main() -> None:
         lines.append(f"| {name} | `{overrides}` | {r['train_images_per_s']:.1f} | {r['train_images_per_s'] / base:.2f} "
                      f"| {r['wall_s']:.1f} | {r['best_acc']:.4f} | {r['peak_mb']:.0f} |")
     report = "\n".join(lines) + "\n"
-    print(report)
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"switches-{stamp}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
-    print(f"[switches] wrote {out}")
+    write_latest("finetune_switches", {"argv": sys.argv[1:], "epochs": args.epochs, "data": args.data,
+                                       "rows": [{"variant": n, "overrides": o, **r} for n, o, r in rows]},
+                 lines, meta={"stamp": stamp})
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(report)
+        print(f"[switches] wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ alternating `--rounds` times in one process (run it alone: two processes on two 
 - untimed, `head fit` again with the cross-validation's folds drawn from seeds 1..`--fold-seeds` (the timed fits
   use seed 0, the probe's folds): how much of a frozen head's val accuracy is the luck of one split.
 
-Writes `bench/results/head_fit-<stamp>.md` and `.json`: each arm's seconds (min and median over the rounds), the
-val accuracy and what the fit chose. A script, not a test.
+Writes its entry of `bench/results/head_fit/latest.json` (+ `latest.md`): each arm's seconds (min and median over
+the rounds), the val accuracy and what the fit chose. A script, not a test.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 
 import torch
-from accuracy import DEFAULT_DATA, frozen_features, probe_classifier, write_results
+from _results import write_latest
+from accuracy import DEFAULT_DATA, frozen_features, probe_classifier
 
 from transferlab.evaluation.stats import mean_std
 
@@ -120,8 +121,8 @@ def main() -> None:
         for backbone in args.backbones.split(","):
             print(f"[head_fit] {Path(data).name} {backbone}", flush=True)
             rows += measure(data, backbone, args.rounds, args.fold_seeds)
-    write_results(f"head_fit-{stamp}", {"argv": sys.argv[1:], "rows": rows},
-                  table(rows, f"python bench/head_fit.py {shlex.join(sys.argv[1:])}"))
+    write_latest("head_fit", {"argv": sys.argv[1:], "rows": rows},
+                 table(rows, f"python bench/head_fit.py {shlex.join(sys.argv[1:])}"), meta={"stamp": stamp})
 
 
 if __name__ == "__main__":

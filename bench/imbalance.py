@@ -12,7 +12,7 @@ other (run it alone: two trainings on two cores thrash).
 Scored on the unchanged val set from each run's val_predictions.csv: accuracy, balanced accuracy (mean recall
 per class) and the recall of the cut classes; and each balance against `none` on the same images over all
 subsets (paired bootstrap interval of the accuracy difference, exact McNemar). Writes
-`bench/results/imbalance-<stamp>.md` and `.json`. A script, not a test.
+its entry of `bench/results/imbalance/latest.json` (+ `latest.md`). A script, not a test.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from accuracy import DEFAULT_DATA, ROOT, parse_arm, run_arm, write_results
+from _results import write_latest
+from accuracy import DEFAULT_DATA, ROOT, parse_arm, run_arm
 
 from transferlab.evaluation.stats import format_mean_std, paired_comparison, read_predictions
 
@@ -127,7 +128,7 @@ def main() -> None:
                     versus]) + " |")
     lines += ["", f"Cut classes keep {args.keep:g} of their training images; subsets {args.subsets}; "
               f"backbone {args.backbone}."]
-    write_results(f"imbalance-{stamp}", {"argv": sys.argv[1:], "results": results}, lines)
+    write_latest("imbalance", {"argv": sys.argv[1:], "results": results}, lines, meta={"stamp": stamp})
 
 
 if __name__ == "__main__":

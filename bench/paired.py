@@ -1,34 +1,32 @@
 """Two arms of `bench/accuracy.py` on the same images: is the difference more than noise?
 
-    python bench/paired.py A.json:ARM B.json:ARM      # e.g. accuracy-<stamp>.json:cap03:lpft
+    python bench/paired.py A:ARM B:ARM   # e.g. bench/results/accuracy/latest.json@2026-12-04_15-18-08:cap03:lpft
 
 Each run of an arm left `val_predictions.csv` (its best epoch's prediction for every val image) in its run
-directory; runs are paired by seed. Prints and writes `bench/results/paired-<stamp>.md`: both arms' accuracy
-per seed, the images only one of them got right, the paired bootstrap interval of the difference (images
-resampled once per draw for every seed) and the exact McNemar test (`transferlab.evaluation.stats`, the same
-as the sweep report's). A script, not a test.
+directory; runs are paired by seed. Prints and writes its entry of `bench/results/paired/latest.json` (+ `.md`):
+both arms' accuracy per seed, the images only one of them got right, the paired bootstrap interval of the
+difference (images resampled once per draw for every seed) and the exact McNemar test
+(`transferlab.evaluation.stats`, the same as the sweep report's). A script, not a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
-from accuracy import write_results
+from _results import select_entry, write_latest
 from tta import run_dir
 
 from transferlab.evaluation.stats import paired_comparison, read_predictions
 
 
 def arm_runs(spec: str) -> tuple[str, dict[int, dict[str, bool]]]:
-    """`file.json:arm` -> (arm, {seed: {file: correct}})."""
+    """`file.json[@stamp]:arm` -> (arm, {seed: {file: correct}})."""
     path, arm = spec.split(":", 1)
     runs = {}
-    for result in json.loads(Path(path).read_text())["results"]:
+    for result in select_entry(path)["data"]["results"]:
         if result["arm"] != arm:
             continue
         for run in result["runs"]:
@@ -59,8 +57,9 @@ def main() -> None:
     lines += ["", f"{len(files)} images x {len(seeds)} seeds; only {name_a} right: {c.a_only}, only {name_b} right: "
               f"{c.b_only}", "", c.sentence]
     stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    write_results(f"paired-{stamp}", {"argv": sys.argv[1:], "seeds": seeds, "a_only": c.a_only, "b_only": c.b_only,
-                                      "diff": c.diff, "ci": [c.lo, c.hi], "p": c.p, "verdict": c.sentence}, lines)
+    write_latest("paired", {"argv": sys.argv[1:], "seeds": seeds, "a_only": c.a_only, "b_only": c.b_only,
+                            "diff": c.diff, "ci": [c.lo, c.hi], "p": c.p, "verdict": c.sentence}, lines,
+                 meta={"stamp": stamp})
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ Per size and step the table gives seconds (median over `--repeats`), seconds per
 time per image to that at the smallest size (1k), the peak RSS in MB (max over repeats), and the goals:
 time per image at 50k within 1.3x of 1k, peak RSS <= 3 GB at 50k. "Cold" means transferlab's caches; the
 images themselves are in the OS page cache (just generated or read by the previous step). Writes
-`bench/results/scale-<stamp>.md` and `.json`. A script, not a test.
+its entry of `bench/results/scale/latest.json` (+ `latest.md`). A script, not a test.
 """
 
 from __future__ import annotations
@@ -498,10 +498,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(meta["data"], indent=1))
         return 0
     rows = report_rows(by_size)
-    from accuracy import write_results
+    from _results import write_latest
 
-    write_results(f"scale-{stamp}", {**meta, "failed": failed, "results": {str(n): v for n, v in by_size.items()},
-                                     "rows": rows}, table(rows, meta))
+    write_latest("scale", {**meta, "failed": failed, "results": {str(n): v for n, v in by_size.items()},
+                           "rows": rows}, table(rows, meta), command, meta={"stamp": stamp})
     return 1 if failed or any(r.get("returncode") for v in by_size.values() for s in v.values()
                               for r in s.get("runs", [])) else 0
 

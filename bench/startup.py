@@ -7,7 +7,8 @@ Each command is started `--runs` times after `--warmup` runs that are not counte
 from start to exit is taken; the table shows the median, min and max. With `--baseline DIR` the same commands run
 from DIR (`DIR/train.py` with `PYTHONPATH=DIR/src`) in turn with this checkout's (A B A B ...), and the ratio is
 the median of the run-by-run ratios, so a machine that drifts during the bench still compares fairly. Goal: every
-command answers in <= 3 s. Writes bench/results/startup-<stamp>.md and .json. Run it alone on the machine.
+command answers in <= 3 s. Writes its entry of bench/results/startup/latest.json (+ latest.md). Run it alone on
+the machine.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def run_once(checkout: Path, args: list[str], workdir: Path) -> float:
 
 
 def main() -> None:
-    from accuracy import write_results  # bench/: the one results writer
+    from _results import write_latest  # bench/: the one results writer
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
@@ -74,8 +75,9 @@ def main() -> None:
             ratios = [a / b for a, b in zip(by_arm["this checkout"], by_arm["baseline"], strict=True)]
             cells.append(f"{statistics.median(ratios):.2f}")
         lines.append(f"| `python train.py {' '.join(COMMANDS[label])}` | " + " | ".join(cells) + " |")
-    write_results(f"startup-{stamp}", {"argv": sys.argv[1:], "runs": args.runs, "goal_s": GOAL_S,
-                                       "arms": {k: str(v) for k, v in arms.items()}, "seconds": times}, lines)
+    write_latest("startup", {"argv": sys.argv[1:], "runs": args.runs, "goal_s": GOAL_S,
+                             "arms": {k: str(v) for k, v in arms.items()}, "seconds": times}, lines,
+                 meta={"stamp": stamp})
 
 
 if __name__ == "__main__":

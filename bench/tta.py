@@ -1,13 +1,13 @@
 """What does test-time augmentation buy? Every trained run of an accuracy benchmark, evaluated twice, side by side.
 
-    python bench/tta.py bench/results/accuracy-<stamp>.json [more.json ...]
+    python bench/tta.py bench/results/accuracy/latest.json@<stamp> [more ...]   # bare latest.json: its newest entry
 
 For each training run recorded in the given `bench/accuracy.py` results (its run directory is in its command),
 `python eval.py ckpt_path=<run dir> tta=none` and then `tta=flip` on the run's best checkpoint, one after the
 other (run it alone). Per data x backbone x arm: accuracy without and with the flip (mean ± std over seeds),
 the images only one of the two got right (pooled over seeds), and the paired comparison of the two on the same
 images (`transferlab.evaluation.stats`: bootstrap interval over images and seeds, exact McNemar test). Writes
-`bench/results/tta-<stamp>.md` and `.json`. A script, not a test.
+its entry of `bench/results/tta/latest.json` (+ `latest.md`). A script, not a test.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import json
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-from accuracy import ROOT, write_results
+from _results import select_entry, write_latest
+from accuracy import ROOT
 
 from transferlab.evaluation.stats import format_mean_std, paired_comparison
 
@@ -47,12 +47,12 @@ def evaluate(run: Path, tta: str, out: Path) -> dict[str, bool]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", nargs="+", type=Path, help="bench/results/accuracy-<stamp>.json")
+    parser.add_argument("results", nargs="+", help="bench/results/accuracy/latest.json[@<stamp>]")
     args = parser.parse_args()
     stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     rows = []
     for path in args.results:
-        for result in json.loads(path.read_text())["results"]:
+        for result in select_entry(path)["data"]["results"]:
             runs = [r for r in result["runs"] if r.get("status") == "ok" and r.get("command")]
             if not runs:
                 continue
@@ -82,7 +82,7 @@ def main() -> None:
         lines.append("| " + " | ".join([r["data"], r["backbone"], r["arm"], str(r["seeds"]),
                                         format_mean_std(r["acc_none"]), format_mean_std(r["acc_flip"]),
                                         f"{r['flip_only']} / {r['none_only']}", r["verdict"].split(": ", 1)[1]]) + " |")
-    write_results(f"tta-{stamp}", {"argv": sys.argv[1:], "results": rows}, lines)
+    write_latest("tta", {"argv": sys.argv[1:], "results": rows}, lines, meta={"stamp": stamp})
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from _results import write_latest
+
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLDS = (0.90, 0.93, 0.95)
 
@@ -67,7 +69,8 @@ def tutorial_loop(data: str, strategy: str, epochs: int, workers: int) -> dict:
     if strategy == "frozen":
         for p in model.parameters():
             p.requires_grad = False
-    model.classifier = nn.Linear(model.classifier.in_features, 2)
+    # the tutorial's 2 (ants, bees), generalised to the folder's classes
+    model.classifier = nn.Linear(model.classifier.in_features, len(image_datasets["train"].classes))
     params = model.classifier.parameters() if strategy == "frozen" else model.parameters()
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD(params, lr=0.001, momentum=0.9)
@@ -211,7 +214,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=25, help="epochs for frozen (tutorial: 25)")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="epochs for finetune (default --epochs)")
     parser.add_argument("--tutorial-workers", type=int, default=4, help="the tutorial's num_workers")
-    parser.add_argument("--out", default=None, help="Markdown file (default bench/results/<timestamp>.md)")
+    parser.add_argument("--out", default=None, help="also write the report to this Markdown file "
+                        "(always: bench/results/tutorial_vs_transferlab/latest.*)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--extra", dest="common_extra", default="", help="extra transferlab overrides (all strategies)")
     parser.add_argument("--finetune-extra", default="", help="extra transferlab overrides for finetune")
@@ -250,12 +254,12 @@ def main() -> None:
               f"backbone efficientnet_lite0 (offline ImageNet weights), data `{args.data}`, "
               f"{os.cpu_count()} CPU cores, torch threads per process: default.\n\n")
     report = header + table(results, epochs)
-    print(report)
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"{stamp}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
-    (out.with_suffix(".json")).write_text(json.dumps({"epochs": epochs, "results": results}, indent=2))
-    print(f"[bench] wrote {out}")
+    write_latest("tutorial_vs_transferlab", {"argv": sys.argv[1:], "epochs": epochs, "results": results},
+                 report.rstrip("\n").split("\n"), meta={"stamp": stamp})
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(report)
+        print(f"[bench] wrote {args.out}")
 
 
 if __name__ == "__main__":

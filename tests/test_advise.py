@@ -153,7 +153,7 @@ def test_cli_prints_realm_recommendation_floor_and_sweep(tmp_path, uneven_folder
     monkeypatch.chdir(tmp_path)  # outputs/cache under the launch directory
     assert advise_cli.main([str(uneven_folder), "debug=tiny", "--json", str(tmp_path / "advice.json")]) == 0
     out = capsys.readouterr().out
-    assert "Realm:         few (9 images/class)" in out
+    assert "Case:          few (9 images/class)" in out
     assert "Recommended:   strategy=frozen" in out
     assert "Floor to beat: " in out and "Linear probe:  " in out and "strategy=frozen's head fit" in out
     assert "Neighbours:    4-NN" in out  # k <= the fewest images of a class in a training fold (6 - 2)

@@ -197,9 +197,9 @@ def test_a_frozen_run_reports_its_leak_and_the_val_accuracy_without_it(tmp_path)
     assert any(t.startswith("quality/report") for t in tags["tensors"])
 
     # eval.py on the run states the same leak-free figure (the run's record names the leaked val file)
-    from transferlab.tasks.evaluate import evaluate_checkpoint, format_report
-
     from omegaconf import OmegaConf
+
+    from transferlab.tasks.evaluate import evaluate_checkpoint, format_report
 
     dataset = OmegaConf.create({"_target_": "transferlab.data.datamodule.FolderDataModule", "root": str(data)})
     ev = evaluate_checkpoint(str(tmp_path / "run" / "run"), dataset, progress=False)

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_scale():
-    sys.path.insert(0, str(ROOT / "bench"))  # the bench scripts import each other (accuracy.write_results)
+    sys.path.insert(0, str(ROOT / "bench"))  # the bench scripts import each other (_results)
     try:
         spec = importlib.util.spec_from_file_location("bench_scale", ROOT / "bench" / "scale.py")
         module = importlib.util.module_from_spec(spec)
@@ -181,15 +181,16 @@ def test_duplicate_check_is_linear_in_the_files():
 @pytest.mark.slow
 def test_scale_bench_runs_end_to_end_at_1k(tmp_path):
     """The whole benchmark at 1k images: both doctor runs, the cold and warm frozen runs, the table."""
+    import os
     import subprocess
 
+    results = tmp_path / "results"  # not the tracked bench/results/
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "scale.py"), "--sizes", "1000",
-                           "--data-dir", str(tmp_path / "data")], cwd=ROOT, capture_output=True, text=True)
+                           "--data-dir", str(tmp_path / "data")], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "TRANSFERLAB_BENCH_RESULTS": str(results)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    written = proc.stdout.strip().splitlines()[-1].split()[1]  # "wrote <md> and .json"
-    data = json.loads(Path(written).with_suffix(".json").read_text())
-    Path(written).unlink()
-    Path(written).with_suffix(".json").unlink()
+    (entry,) = json.loads((results / "scale" / "latest.json").read_text())["entries"].values()
+    data = entry["data"]
     shutil.rmtree(data["work_dir"])  # the runs' caches and directories (outputs/bench/scale-<stamp>/)
     steps = {r["step"] for r in data["rows"]}
     assert steps >= {"doctor cold", "doctor warm", "frozen cold", "frozen warm", "extraction (cold - warm)"}

@@ -119,3 +119,55 @@ def test_train_py_with_the_default_dataset_on_a_users_folder_exits_2_and_deletes
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: dataset.root=")
     assert (folder / "keep.txt").read_text() == "precious"
+
+
+@pytest.fixture
+def fake_elpv(tmp_path, monkeypatch):
+    """A stand-in for the PyPI package elpv-dataset: its data/labels.csv and greyscale cells, 4 levels."""
+    import types
+
+    import numpy as np
+    from PIL import Image
+
+    pkg = tmp_path / "pkg" / "elpv_dataset"
+    (pkg / "data" / "images").mkdir(parents=True)
+    rows = []
+    for i in range(40):
+        probability = (0.0, 0.3333333333333333, 0.6666666666666666, 1.0)[i % 4]
+        name = f"images/cell{i:04d}.png"
+        Image.fromarray(np.full((30, 30), 6 * i, np.uint8), mode="L").save(pkg / "data" / name)
+        rows.append(f"{name}  {probability}  {'mono' if i % 2 else 'poly'}")
+    (pkg / "data" / "labels.csv").write_text("\n".join(rows) + "\n")
+    module = types.ModuleType("elpv_dataset")
+    module.__file__ = str(pkg / "__init__.py")
+    monkeypatch.setitem(sys.modules, "elpv_dataset", module)
+    return pkg
+
+
+def test_elpv_is_written_from_its_package_split_by_defect_level(tmp_path, fake_elpv):
+    root = tmp_path / "elpv"
+    sources.write_elpv(root)
+    levels = sources.ELPV_CLASSES.values()
+    counts = {(s, c): len(list((root / s / c).iterdir())) for s in ("train", "val") for c in levels}
+    assert counts == {**{("train", c): 8 for c in ("0.00", "0.33", "0.67", "1.00")},
+                      **{("val", c): 2 for c in ("0.00", "0.33", "0.67", "1.00")}}  # 10 a level: 25% is 2
+    assert (root / "train" / "0.33").is_dir() and not (root / "0.33").exists()
+    files = {p.name for p in root.rglob("cell*.png")}
+    assert len(files) == 40  # every cell once, in one split
+    before = sorted(p.stat().st_mtime_ns for p in root.rglob("*.png"))
+    sources.write_elpv(root)  # written once
+    assert sorted(p.stat().st_mtime_ns for p in root.rglob("*.png")) == before
+
+
+def test_an_elpv_copy_with_train_and_val_is_used_as_it_is(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "elpv_dataset", None)  # the package is not even needed
+    root = make_folder(tmp_path / "shared_elpv", {"train": {"0.00": 2, "1.00": 2}, "val": {"0.00": 1, "1.00": 1}})
+    sources.write_elpv(root)
+    assert sorted(p.name for p in root.iterdir()) == ["train", "val"]
+
+
+def test_elpv_without_its_package_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "elpv_dataset", None)
+    with pytest.raises(DatasetLayoutError, match="pip install elpv-dataset"):
+        sources.write_elpv(tmp_path / "elpv")
+    assert not (tmp_path / "elpv").exists()

@@ -35,23 +35,23 @@ RECOMMENDATIONS: dict[tuple[str, str], Recommendation] = {
     ("few", "very different"): _FROZEN_FEW,
     ("small", "similar"): Recommendation(
         "frozen", {}, "the pretrained features already separate the classes and the data is too small to improve "
-        "them safely: train only a new head, on cached features (the seeds' realm 1)"),
+        "them safely: train only a new head, on cached features"),
     ("small", "different"): Recommendation(
         "partial", {"trainable_stages": 2}, "the features need adapting but the data is small: retrain only the "
         "last 2 stages, where the features are most specific to the pretraining classes, and keep the generic "
-        "early ones (the seeds' realm 2)"),
+        "early ones"),
     ("small", "very different"): Recommendation(
         "partial", {"trainable_stages": 3}, "the pretrained features barely group these images; retrain the last 3 "
-        "stages, keeping the early, generic ones (edges, textures) that a small set could not learn (realm 2)"),
+        "stages, keeping the early, generic ones (edges, textures) that a small set could not learn"),
     ("large", "similar"): Recommendation(
         "finetune", {}, "with this much data fine-tuning the whole network adapts it without memorising the set, "
-        "and usually beats a frozen backbone even on ImageNet-like images (realm 3)"),
+        "and usually beats a frozen backbone even on ImageNet-like images"),
     ("large", "different"): Recommendation(
         "finetune", {}, "much data, unlike the pretraining images: fine-tune everything, starting from the "
-        "pretrained weights, which trains faster than random init and rarely worse (realm 4)"),
+        "pretrained weights, which trains faster than random init and rarely worse"),
     ("large", "very different"): Recommendation(
         "finetune", {}, "much data, very unlike the pretraining images: fine-tune everything from the pretrained "
-        "weights; `strategy=scratch` in the sweep shows whether pretraining still helps (realm 4)"),
+        "weights; `strategy=scratch` in the sweep shows whether pretraining still helps"),
 }
 
 

@@ -65,6 +65,49 @@ def write_digits(root: str | os.PathLike, image_size: int = 48, val_fraction: fl
     log.info("Wrote digits dataset (%d train, %d val) to %s", len(train), len(val), root)
 
 
+# The four defect probabilities of ELPV's labels, as folder names (sorted = the label order)
+ELPV_CLASSES = {0.0: "0.00", 1 / 3: "0.33", 2 / 3: "0.67", 1.0: "1.00"}
+
+
+def write_elpv(root: str | os.PathLike, val_fraction: float = 0.25, seed: int = 0) -> None:
+    """Make sure an ELPV tree (solar-cell electroluminescence, 2,624 greyscale 300x300 cells, 4 defect levels) is
+    at `root`: used as it is when it already has train/ and val/ (e.g. a copy of the example datasets), else
+    written once from the PyPI package `elpv-dataset` (Buerhop-Lutz et al. 2018, Deitsch et al. 2019; CC BY-NC-SA
+    4.0) as root/{train,val}/<probability>/cellNNNN.png, split stratified by label (75/25 by default, as the
+    paper does). The package is optional (`pip install elpv-dataset`, in the `bench` extra)."""
+    root = Path(root)
+    if (root / _COMPLETE).is_file() or ((root / "train").is_dir() and (root / "val").is_dir()):
+        return
+    _refuse_foreign(root)
+    try:
+        import elpv_dataset
+    except ImportError:
+        raise DatasetLayoutError(
+            f"dataset=elpv: {root} has no train/ and val/, and the package that ships the images is not "
+            "installed. pip install elpv-dataset (or pip install -e '.[bench]'), or point dataset.root at a copy "
+            "with train/ and val/.") from None
+    source = Path(elpv_dataset.__file__).parent / "data"
+    rows = [line.split() for line in (source / "labels.csv").read_text().splitlines() if line.strip()]
+    levels = sorted(ELPV_CLASSES)
+    samples = []
+    for rel, probability, _kind in rows:
+        level = min(levels, key=lambda v: abs(v - float(probability)))  # labels are 0, 1/3, 2/3, 1
+        samples.append(Sample(rel, levels.index(level)))
+    train, val = stratified_split(samples, val_fraction, seed)
+    tmp = Path(tempfile.mkdtemp(prefix=".elpv-", dir=_mkparent(root)))
+    for split, items in (("train", train), ("val", val)):
+        for s in items:
+            out = tmp / split / ELPV_CLASSES[levels[s.label]] / Path(s.path).name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / s.path, out)
+    (tmp / _COMPLETE).write_text(f"elpv-dataset, stratified split val_fraction={val_fraction} seed={seed}\n")
+    if (root / _COMPLETE).is_file():  # a parallel job finished first
+        shutil.rmtree(tmp)
+        return
+    _replace_dir(tmp, root)
+    log.info("Wrote ELPV (%d train, %d val) to %s", len(train), len(val), root)
+
+
 def download_hymenoptera(root: str | os.PathLike, url: str, sha256: str | None = None) -> None:
     """Make sure the tutorial's ants/bees set is at `root`: use it if present, else download and verify.
 
