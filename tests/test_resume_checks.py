@@ -217,3 +217,17 @@ def test_an_incomplete_sweep_job_resumes_its_own_checkpoint_even_if_it_started_w
     assert previous_attempt(cfg, tmp_path) == (False, None)
     assert cfg.ckpt_path == str(tmp_path / "checkpoints" / "last.ckpt") and cfg.resume is True
     assert "resume=false" in ckpt_override(OmegaConf.create({"ckpt_path": "a.ckpt", "resume": False}))
+
+
+def test_the_resume_command_names_a_run_directory_with_spaces_accents_and_equals_exactly(tmp_path, tiny_folder):
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cfg = compose_config(tmp_path, shrink(tiny_folder))
+    cfg.paths.output_dir = str(tmp_path / "my runs" / "café=1 'quoted'")
+    settings = settings_of(cfg)
+    words = shlex.split(resume_command(settings))
+    (run_word,) = [w for w in words if w.startswith("hydra.run.dir=")]
+    assert OverridesParser.create().parse_override(run_word).value() == str(settings.output_dir)
+    assert "'quoted'" in str(settings.output_dir)

@@ -32,6 +32,7 @@ from transferlab.callbacks.hparams import log_hparams
 from transferlab.callbacks.interrupt import GracefulInterrupt
 from transferlab.callbacks.summary import RunSummary
 from transferlab.config import register_resolvers
+from transferlab.config.command import quoted
 from transferlab.config.settings import RunSettings
 from transferlab.data.features import CachedFeatureDataModule
 from transferlab.models.checkpoint import readable_checkpoint, resolve_checkpoint
@@ -135,13 +136,14 @@ def resume_command(settings: RunSettings) -> str:
         recorded = sweep_dir / "multirun.yaml"  # Hydra's record of the sweep, with its comma-separated overrides
         sweep = OmegaConf.select(OmegaConf.load(recorded), "hydra.overrides.task") if recorded.is_file() else None
         words = ["python", "train.py", "-m", *[o for o in (sweep or []) if not o.startswith("hydra.sweep.dir=")],
-                 f"hydra.sweep.dir={sweep_dir}"]
+                 f"hydra.sweep.dir={quoted(str(sweep_dir))}"]
         return " ".join(shlex.quote(w) for w in words)
     overrides: list[str] = []
     if hydra_cfg is not None:
         # resume=false started this run from other weights: its own checkpoint continues it
         overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("ckpt_path=", "resume=", "hydra."))]
-    words = ["python", "train.py", *overrides, "ckpt_path={ckpt}", f"hydra.run.dir={settings.output_dir}"]
+    # the run directory as Hydra's grammar reads it back (a space, `=`, `é` or a quote in it), then for the shell
+    words = ["python", "train.py", *overrides, "ckpt_path={ckpt}", f"hydra.run.dir={quoted(str(settings.output_dir))}"]
     return " ".join(w if w == "ckpt_path={ckpt}" else shlex.quote(w) for w in words)
 
 
