@@ -160,7 +160,8 @@ def table(results: dict) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", nargs="+", default=["hymenoptera_data", "flowers12"])
+    parser.add_argument("--sets", nargs="+", default=["hymenoptera_data", "flowers12"],
+                        help="names under ../shared/datasets/, or paths to train/ + val/ folders")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--search", type=int, default=None, help="only time the neighbour search on N rows")
     args = parser.parse_args()
@@ -169,7 +170,8 @@ def main() -> int:
     results: dict = {"command": " ".join(["python", "bench/data_quality.py", *sys.argv[1:]]),
                      "date": time.strftime("%Y-%m-%d_%H-%M-%S"), "sets": {}}
     for name in args.sets:
-        source = DATASETS / name
+        source = Path(name) if os.sep in name else DATASETS / name
+        name = source.name
         if not source.is_dir():
             print(f"skipped {name}: {source} not found")
             continue
