@@ -290,7 +290,7 @@ def test_every_experiment_composes_and_names_its_table_and_command(tmp_path, exp
     OmegaConf.resolve(cfg)
     assert not OmegaConf.missing_keys(cfg)
     header = (CONF / "experiment" / f"{experiment}.yaml").read_text().split("\ndefaults:")[0]
-    assert "# @package _global_" in header and "README" in header
+    assert "# @package _global_" in header and ("README" in header or "docs:" in header)
     assert "python train.py" in header and f"experiment={experiment}" in header
 
 
