@@ -4,6 +4,7 @@ tells training time from wall time; the benchmark script runs end to end (slow).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -98,18 +99,22 @@ def test_summary_separates_training_batches_from_wall_time(tiny_training):
 def test_benchmark_script_smoke(tmp_path):
     """The benchmark's four arms run end to end on a tiny folder and write the table and its JSON."""
     data = make_folder(tmp_path / "data", {"train": {"ants": 6, "bees": 6}, "val": {"ants": 3, "bees": 3}}, size=40)
-    out = tmp_path / "table.md"
+    out, results_root = tmp_path / "table.md", tmp_path / "results"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "tutorial_vs_transferlab.py"), "--data", str(data), "--epochs", "2",
          "--tutorial-workers", "0", "--out", str(out), "--workroot", str(tmp_path / "work")],
         capture_output=True, text=True, cwd=ROOT, timeout=900,
+        env={**os.environ, "TRANSFERLAB_BENCH_RESULTS": str(results_root)},  # not the repo's bench/results
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = out.read_text()
     for heading in ("### frozen (2 epochs)", "### finetune (2 epochs)"):
         assert heading in table
     assert table.count("| best val acc |") == 2
-    results = json.loads(out.with_suffix(".json").read_text())["results"]
+    entries = json.loads((results_root / "tutorial_vs_transferlab" / "latest.json").read_text())["entries"]
+    (entry,) = entries.values()
+    assert entry["markdown"] == table.rstrip("\n").split("\n")
+    results = entry["data"]["results"]
     for strategy in ("frozen", "finetune"):
         for arm in ("tutorial", "transferlab"):
             run = results[strategy][arm]
