@@ -7,7 +7,11 @@ JPEG quality 50-80, cropped <= 10%, brightness +-15%, mirrored at random: leaks)
 precision and recall per kind, and the false pairs on the unplanted folder, go to its entry of
 bench/results/data_quality/latest.json (+ latest.md). Alone on the machine: it extracts features.
 
-    python bench/data_quality.py [--sets hymenoptera_data flowers12] [--seeds 1 2 3]
+With `--train frozen lpft_fast`, each planted copy is also trained (`python train.py`) with and without the
+check's exclusions (`--write-exclude` -> `dataset.exclude=FILE`), and each run's best checkpoint is scored by
+`eval.py` on the folder's own, unplanted val split: what cleaning is worth in accuracy a user can trust.
+
+    python bench/data_quality.py [--sets hymenoptera_data flowers12] [--seeds 1 2 3] [--train frozen lpft_fast]
     python bench/data_quality.py --search 50000   # the neighbour search alone, on synthetic 1280-d features
 """
 
@@ -19,6 +23,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -83,7 +88,8 @@ def plant(source: Path, dest: Path, seed: int) -> dict[str, set[str]]:
     return planted
 
 
-def check(root: Path) -> tuple[dict, float]:
+def check(root: Path, exclude: Path | None = None) -> tuple[dict, float]:
+    """The deep check of `root` as `train.py` sees it; writes its `--write-exclude` list to `exclude`."""
     from transferlab.config.compose import compose_train_config
     from transferlab.config.settings import RunSettings
     from transferlab.quality.check import deep_check
@@ -92,7 +98,32 @@ def check(root: Path) -> tuple[dict, float]:
                                            f"paths.cache_dir={root}.cache"])
     start = time.perf_counter()
     report, _ = deep_check(RunSettings.from_config(cfg))
-    return report.to_dict(), time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if exclude is not None:
+        exclude.write_text("".join(f"{p}\n" for p in report.flagged_paths()))
+    return report.to_dict(), seconds
+
+
+ARMS = {"frozen": ["strategy=frozen"], "lpft_fast": ["experiment=lpft_fast"]}
+
+
+def trained_accuracy(root: Path, clean_root: Path, arm: str, seed: int, work: Path,
+                     exclude: Path | None) -> dict:
+    """Train `arm` on `root` (leaving out `exclude`), then score its best checkpoint on `clean_root`'s val."""
+    run = work / f"{arm}-{'cleaned' if exclude else 'as-planted'}"
+    overrides = ["dataset=folder", f"dataset.root={root}", "backbone=efficientnet_lite0", *ARMS[arm],
+                 f"seed={seed}", f"paths.cache_dir={root}.cache", f"hydra.run.dir={run}", "dataset.quality=fast",
+                 "trainer.enable_progress_bar=false", *([f"dataset.exclude={exclude}"] if exclude else [])]
+    subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    summary = json.loads((run / "summary.json").read_text())
+    scored = work / f"{run.name}-eval"
+    subprocess.run([sys.executable, str(ROOT / "eval.py"), f"ckpt_path={run}", "dataset=folder",
+                    f"dataset.root={clean_root}", "progress=false", f"hydra.run.dir={scored}"], cwd=ROOT,
+                   check=True, stdout=subprocess.DEVNULL)
+    metrics = json.loads((scored / "metrics.json").read_text())["metrics"]
+    return {"reported_val_acc": summary["val/acc_best"], "clean_val_acc": metrics["accuracy"],
+            "excluded": len(exclude.read_text().split()) if exclude else 0}
 
 
 def scores(found: dict, planted: dict[str, set[str]], images: int, real_leaks: set[str]) -> dict:
@@ -155,6 +186,24 @@ def table(results: dict) -> list[str]:
         lines.append(f"| {name} | {e['images']} | {', '.join(str(s) for s in e['seeds'])} | {rp('leak')} "
                      f"| {rp('label')} | {'n/a' if top is None else f'{top:.2f}'} | {e['unplanted']['pairs']} "
                      f"| {e['unplanted']['seconds']} |")
+    trained = [(name, arm, runs) for name, e in results["sets"].items()
+               for arm, runs in e.get("trained", {}).items()]
+    if trained:
+        lines += ["", "Trained on the planted copy as it is and without the check's exclusions; accuracy of the best "
+                  "checkpoint on the folder's own unplanted val split (mean ± std over the planting seeds), and the "
+                  "val accuracy the run itself reported, on the planted val split (its leaks count as right, its digit "
+                  "outliers as wrong).", "",
+                  "| folder | arm | seeds | clean val acc, as planted | clean val acc, cleaned "
+                  "| reported val acc, as planted | reported, cleaned | paths excluded |",
+                  "|---|---|---|---:|---:|---:|---:|---:|"]
+        for name, arm, runs in trained:
+            def ms(variant: str, key: str, runs: dict = runs) -> str:
+                v = [r[variant][key] for r in runs.values()]
+                return f"{np.mean(v):.4f} ± {np.std(v):.4f}"
+            excluded = np.mean([r["cleaned"]["excluded"] for r in runs.values()])
+            lines.append(f"| {name} | {arm} | {len(runs)} | {ms('as_planted', 'clean_val_acc')} "
+                         f"| {ms('cleaned', 'clean_val_acc')} | {ms('as_planted', 'reported_val_acc')} "
+                         f"| {ms('cleaned', 'reported_val_acc')} | {excluded:.0f} |")
     return lines
 
 
@@ -164,6 +213,8 @@ def main() -> int:
                         help="names under ../shared/datasets/, or paths to train/ + val/ folders")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--search", type=int, default=None, help="only time the neighbour search on N rows")
+    parser.add_argument("--train", nargs="*", default=[], choices=sorted(ARMS),
+                        help="also train these arms with and without the exclusions (slow)")
     args = parser.parse_args()
     if args.search:
         return search(args.search)
@@ -190,11 +241,18 @@ def main() -> int:
             for seed in args.seeds:
                 planted_root = Path(tmp) / f"planted{seed}"
                 planted = plant(source, planted_root, seed)
-                found, seconds = check(planted_root)
+                exclude = Path(tmp) / f"exclude{seed}.txt"
+                found, seconds = check(planted_root, exclude)
                 entry["seeds"][seed] = {**scores(found, planted, images, set(clean["leaked_val"])),
                                         "seconds": round(seconds, 1),
                                         "stages": found["seconds"]}
-                print(name, seed, json.dumps(entry["seeds"][seed]))
+                print(name, seed, json.dumps(entry["seeds"][seed]), flush=True)
+                for arm in args.train:
+                    work = Path(tmp) / f"runs{seed}"
+                    entry.setdefault("trained", {}).setdefault(arm, {})[seed] = runs = {
+                        variant: trained_accuracy(planted_root, source, arm, seed, work, excl)
+                        for variant, excl in (("as_planted", None), ("cleaned", exclude))}
+                    print(name, seed, arm, json.dumps(runs), flush=True)
                 shutil.rmtree(planted_root)
             for kind in ("leak", "label", "outlier"):
                 for measure in ("recall", "precision", "recall_top_2pct"):

@@ -99,7 +99,7 @@ def _measures(per_class: float, probe: float | None, knn: float | None, classes:
                     knn_acc=knn, knn_k=5, folds=5)
 
 
-@pytest.mark.parametrize(("per_class", "probe", "knn", "realm", "strategy", "settings"), [
+@pytest.mark.parametrize(("per_class", "probe", "knn", "case", "strategy", "settings"), [
     (120, 0.97, 0.96, ("small", "similar"), "frozen", {}),
     (120, 0.95, 0.85, ("small", "different"), "partial", {"trainable_stages": 2}),
     (120, 0.60, 0.40, ("small", "very different"), "partial", {"trainable_stages": 3}),
@@ -109,15 +109,15 @@ def _measures(per_class: float, probe: float | None, knn: float | None, classes:
     (800, 0.97, 0.96, ("large", "similar"), "finetune", {}),
     (800, 0.60, 0.40, ("large", "very different"), "finetune", {}),
 ])
-def test_each_realm_maps_to_its_strategy(per_class, probe, knn, realm, strategy, settings):
+def test_each_case_maps_to_its_strategy(per_class, probe, knn, case, strategy, settings):
     advice = recommend(_measures(per_class, probe, knn))
-    assert (advice.size, advice.similarity) == realm
+    assert (advice.size, advice.similarity) == case
     assert (advice.recommendation.strategy, advice.recommendation.settings) == (strategy, settings)
     assert advice.floor == probe and advice.reason
-    assert advice.realm.startswith(f"{realm[0]} ({per_class:g} images/class), ")
+    assert advice.case.startswith(f"{case[0]} ({per_class:g} images/class), ")
 
 
-def test_every_realm_has_a_row_naming_a_strategy_option():
+def test_every_case_has_a_row_naming_a_strategy_option():
     for size in SIZES:
         for similarity in SIMILARITIES:
             rec = RECOMMENDATIONS[(size, similarity)]
@@ -149,7 +149,7 @@ def test_strategy_option_is_read_as_data_onto_the_schema():
 
 
 # --- the command line ------------------------------------------------------------------------------------------
-def test_cli_prints_realm_recommendation_floor_and_sweep(tmp_path, uneven_folder, capsys, monkeypatch):
+def test_cli_prints_case_recommendation_floor_and_sweep(tmp_path, uneven_folder, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # outputs/cache under the launch directory
     assert advise_cli.main([str(uneven_folder), "debug=tiny", "--json", str(tmp_path / "advice.json")]) == 0
     out = capsys.readouterr().out
@@ -194,7 +194,7 @@ def test_auto_trains_with_the_recommended_settings_and_records_the_advice(tmp_pa
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     for record in (summary["advice"], saved["advice"]):
         assert (record["strategy"], record["settings"]) == ("partial", {"trainable_stages": 3})
-        assert record["realm"].startswith("small (9 images/class), very different from ImageNet")
+        assert record["case"].startswith("small (9 images/class), very different from ImageNet")
         assert record["measures"]["per_class_min"] == 6 and record["reason"]
     assert saved["status"] == "ok" and 0 < saved["trainable_params"] < saved["total_params"]
 
@@ -224,7 +224,7 @@ REAL = {  # folder -> (size, similarity, strategy, settings) with EfficientNet-L
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(REAL))
 def test_real_folders_get_the_documented_advice_and_frozen_reports_the_floor(tmp_path, name):
-    """Lite0's real features: the realm and the recommendation, and (where max_per_class keeps every image) the
+    """Lite0's real features: the case and the recommendation, and (where max_per_class keeps every image) the
     floor equal to the cross-validated accuracy the `strategy=frozen` run reports, pretrained candidates and all."""
     from transferlab.tasks.train import train
 
@@ -236,7 +236,7 @@ def test_real_folders_get_the_documented_advice_and_frozen_reports_the_floor(tmp
     measures, _ = advise.measure(RunSettings.from_config(compose_config(tmp_path, overrides)), Thresholds())
     advice = recommend(measures)
     size, similarity, strategy, settings = REAL[name]
-    assert (advice.size, advice.similarity) == (size, similarity), advice.realm
+    assert (advice.size, advice.similarity) == (size, similarity), advice.case
     assert (advice.recommendation.strategy, advice.recommendation.settings) == (strategy, settings)
     assert measures.imagenet_confidence is not None and len(measures.probe_candidates) == 3  # features, top 1, 5
     if measures.probe_images < measures.train_images:  # elpv: 500 of its 1131 and 537, all 222 and 80

@@ -149,9 +149,9 @@ def test_elpv_is_written_from_its_package_split_by_defect_level(tmp_path, fake_e
     sources.write_elpv(root)
     levels = sources.ELPV_CLASSES.values()
     counts = {(s, c): len(list((root / s / c).iterdir())) for s in ("train", "val") for c in levels}
-    assert counts == {**{("train", c): 8 for c in ("0.00", "0.33", "0.67", "1.00")},
-                      **{("val", c): 2 for c in ("0.00", "0.33", "0.67", "1.00")}}  # 10 a level: 25% is 2
-    assert (root / "train" / "0.33").is_dir() and not (root / "0.33").exists()
+    names = ("0_functional", "1_possibly_defective", "2_likely_defective", "3_defective")
+    assert counts == {**{("train", c): 8 for c in names}, **{("val", c): 2 for c in names}}  # 10 a level: 25% is 2
+    assert (root / "train" / "1_possibly_defective").is_dir() and not (root / "1_possibly_defective").exists()
     files = {p.name for p in root.rglob("cell*.png")}
     assert len(files) == 40  # every cell once, in one split
     before = sorted(p.stat().st_mtime_ns for p in root.rglob("*.png"))

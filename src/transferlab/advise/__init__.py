@@ -1,8 +1,9 @@
-"""The strategy advisor: measure what the seeds' "four realms" talk about, then recommend a strategy.
+"""The strategy advisor: measure which case of transfer learning a folder is, then recommend a strategy.
 
-The tutorials (../shared/seeds) sort transfer learning into four realms, small or large data x similar to or
-different from the pretraining data (ImageNet), and give each its recipe: train a new head on a frozen backbone,
-retrain the top of the network, or fine-tune it all. They never say how to tell which realm a dataset is in.
+Transfer-learning guides (the PyTorch and Keras tutorials, CS231n's notes) sort the problem into four cases, small
+or large data x similar to or different from the pretraining data (ImageNet), and give each its recipe: train a new
+head on a frozen backbone, retrain the top of the network, or fine-tune it all. They never say how to tell which
+case a dataset is in.
 `python -m transferlab.advise <root> [backbone=...]` measures it, in seconds to minutes on a CPU
 (`measures.py`):
 
@@ -55,7 +56,7 @@ training run `+advise.large_per_class=1000`):
   its sample (0.43 on all its images). These lines were placed on three data sets (digits is near the line);
   the repeated-seed sweeps will say where they belong.
 
-**Recommendations** (`RECOMMENDATIONS` in `recommend.py`, one row per realm; a row names a
+**Recommendations** (`RECOMMENDATIONS` in `recommend.py`, one row per case; a row names a
 `conf/strategy/<name>.yaml` option and settings on it, so a new strategy such as `lpft` is a new row or a
 changed one):
 
@@ -92,8 +93,8 @@ from transferlab.advise.recommend import (
     Advice,
     Recommendation,
     recommend,
-    similarity_realm,
-    size_realm,
+    similarity_case,
+    size_case,
 )
 from transferlab.advise.report import SWEPT, format_advice, sweep_commands
 from transferlab.advise.thresholds import Thresholds
@@ -101,6 +102,6 @@ from transferlab.advise.thresholds import Thresholds
 __all__ = [
     "CONF_DIR", "RECOMMENDATIONS", "SIMILARITIES", "SIZES", "SWEPT", "Advice", "Measures",
     "Recommendation", "Thresholds", "auto_strategy", "conf_dir", "format_advice", "measure",
-    "pretrained_head_measures", "probe_measures", "recommend", "similarity_realm", "size_measures", "size_realm",
+    "pretrained_head_measures", "probe_measures", "recommend", "similarity_case", "size_measures", "size_case",
     "strategy_option", "sweep_commands",
 ]

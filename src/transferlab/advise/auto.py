@@ -30,5 +30,5 @@ def auto_strategy(settings) -> tuple[StrategyConfig, dict[str, Any]]:
     option = OmegaConf.to_object(strategy_option(advice.recommendation.strategy, advice.recommendation.settings))
     # the chosen head fit draws its folds from the run's seed, as a composed strategy's does (schema.FOLLOW_THE_RUN)
     chosen = replace(option, head_fit=replace(option.head_fit, seed=settings.seed))
-    log.info("strategy=auto: %s -> %s: %s", advice.realm, " ".join(advice.recommendation.overrides()), advice.reason)
+    log.info("strategy=auto: %s -> %s: %s", advice.case, " ".join(advice.recommendation.overrides()), advice.reason)
     return chosen, advice.to_dict()

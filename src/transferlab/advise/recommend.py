@@ -1,4 +1,4 @@
-"""The realms and the recommendation table: a pure function from `Measures` (and `Thresholds`) to `Advice`."""
+"""The cases and the recommendation table: a pure function from `Measures` (and `Thresholds`) to `Advice`."""
 
 from __future__ import annotations
 
@@ -55,13 +55,13 @@ RECOMMENDATIONS: dict[tuple[str, str], Recommendation] = {
 }
 
 
-def size_realm(m: Measures, t: Thresholds) -> str:
+def size_case(m: Measures, t: Thresholds) -> str:
     if m.per_class_median < t.few_per_class:
         return "few"
     return "large" if m.per_class_median >= t.large_per_class else "small"
 
 
-def similarity_realm(m: Measures, t: Thresholds) -> str | None:
+def similarity_case(m: Measures, t: Thresholds) -> str | None:
     """None when nothing could be cross-validated (then size alone decides)."""
     knn, probe = m.knn_norm, m.probe_norm
     if knn is None or probe is None:
@@ -73,7 +73,7 @@ def similarity_realm(m: Measures, t: Thresholds) -> str | None:
 
 @dataclass
 class Advice:
-    realm: str  # "small (58 images/class), similar to ImageNet (probe 0.96, k-NN 0.94)"
+    case: str  # "small (58 images/class), similar to ImageNet (probe 0.96, k-NN 0.94)"
     size: str
     similarity: str | None
     recommendation: Recommendation
@@ -84,7 +84,7 @@ class Advice:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "realm": self.realm, "size": self.size, "similarity": self.similarity,
+            "case": self.case, "size": self.size, "similarity": self.similarity,
             "strategy": self.recommendation.strategy, "settings": dict(self.recommendation.settings),
             "overrides": self.recommendation.overrides(), "reason": self.reason,
             "floor": _round(self.floor), "measures": self.measures.to_dict(), "thresholds": asdict(self.thresholds),
@@ -92,23 +92,23 @@ class Advice:
 
 
 def recommend(m: Measures, t: Thresholds | None = None) -> Advice:
-    """The realm of the measures and its row of `RECOMMENDATIONS` (a pure function: no data, no model)."""
+    """The case of the measures and its row of `RECOMMENDATIONS` (a pure function: no data, no model)."""
     t = t or Thresholds()
-    size = size_realm(m, t)
-    similarity = similarity_realm(m, t)
+    size = size_case(m, t)
+    similarity = similarity_case(m, t)
     per_class = f"{m.per_class_median:g} images/class"
     if similarity is None:  # too few images to cross-validate: "few" decides alone (always frozen)
         rec = RECOMMENDATIONS[(size, "different")] if size == "few" else RECOMMENDATIONS[(size, "similar")]
-        realm = f"{size} ({per_class}), similarity not measurable (a class has < 2 images)"
+        case = f"{size} ({per_class}), similarity not measurable (a class has < 2 images)"
         why = rec.why
     else:
         rec = RECOMMENDATIONS[(size, similarity)]
         like = {"similar": "similar to", "different": "different from", "very different": "very different from"}
-        realm = (f"{size} ({per_class}), {like[similarity]} ImageNet "
+        case = (f"{size} ({per_class}), {like[similarity]} ImageNet "
                  f"(probe {m.probe_acc:.2f}, k-NN {m.knn_acc:.2f})")
         why = (f"{rec.why}. Chance-normalised k-NN {m.knn_norm:.2f} (similar >= {t.similar}), probe "
                f"{m.probe_norm:.2f} (>= {t.probe_similar})")
     if m.imbalance >= 3:
         why += (f"; classes are imbalanced ({m.imbalance:g}x): if every class matters alike, add "
                 "dataset.balance=loss (class weights), or more images of the rarest")
-    return Advice(realm, size, similarity, rec, why, m.probe_acc, m, t)
+    return Advice(case, size, similarity, rec, why, m.probe_acc, m, t)

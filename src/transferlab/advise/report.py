@@ -75,7 +75,7 @@ def format_advice(advice: Advice, root: str, overrides: list[str]) -> str:
     floor = "n/a" if advice.floor is None else f"{advice.floor:.3f}"
     lines += [
         "",
-        f"Case:          {advice.realm}",
+        f"Case:          {advice.case}",
         f"Recommended:   {' '.join(advice.recommendation.overrides())}",
         f"Why:           {advice.reason}",
         f"Floor to beat: {floor} (the CV accuracy of the head strategy=frozen fits, at its chosen l2: slightly "

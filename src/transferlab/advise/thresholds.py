@@ -10,7 +10,7 @@ from transferlab.config import to_plain
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Where the realms' lines are, and how much of the training pool the probe and the k-NN use. CLI flags
+    """Where the cases' lines are, and how much of the training pool the probe and the k-NN use. CLI flags
     `--large-per-class 1000 ...`; in a training run `+advise.large_per_class=1000`."""
 
     few_per_class: int = 20  # median training images per class below this: "few"

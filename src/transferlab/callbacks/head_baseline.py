@@ -86,7 +86,7 @@ class FittedHeadBaseline(L.Callback):
         # One file for every callback that monitors in this directory. Decided without looking at the disk:
         # save_checkpoint is a collective call under DDP, every rank must make it.
         if path not in saved:
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)  # the full state: a run resumes from it
             saved.add(path)
         callback.best_k_models = {path: score}
         callback.kth_best_model_path = callback.best_model_path = path

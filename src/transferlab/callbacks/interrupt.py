@@ -113,7 +113,7 @@ class GracefulInterrupt(L.Callback):
         folder = next((c.dirpath for c in trainer.checkpoint_callbacks if not c.monitor and c.dirpath), None)
         folder = folder or os.path.join(trainer.default_root_dir, "checkpoints")
         path = os.path.join(folder, self.filename)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full state: a run resumes from it
         self.checkpoint = path
         self._write_summary(trainer, signum, path)
         if signum == signal.SIGUSR1:

@@ -123,6 +123,11 @@ class RunSettings:
     def max_epochs(self) -> int | None:
         return self.trainer.get("max_epochs")
 
+    @property
+    def progress_bar(self) -> bool:
+        """Lightning's `trainer.enable_progress_bar`, which the feature extraction's bars follow too."""
+        return self.trainer.get("enable_progress_bar", True) is not False
+
     def backbone_description(self) -> dict[str, Any]:
         """The backbone as plain data (the model's and the feature cache key's); `strategy.pretrained: false`
         is resolved here (random init), once."""

@@ -92,9 +92,10 @@ def _thread_batches(dataset: Dataset, batch_size: int, threads: int = 2, batches
 @torch.no_grad()
 def extract(backbone: torch.nn.Module, dataset: Dataset, batch_size: int, num_workers: int, desc: str,
             device: torch.device, channels_last: bool = False,
-            threads: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+            threads: int = 2, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features of every item of `dataset` (items: (image, readable), see `RowPerFile`), in order,
-    with a progress bar, and which rows were readable (the others' features are of a blank image: drop them).
+    with a progress bar (unless not `progress`), and which rows were readable (the others' features are of a
+    blank image: drop them).
 
     `num_workers=0` decodes in `threads` threads, chunk by chunk (see `_thread_batches`)."""
     was_training = backbone.training
@@ -106,7 +107,7 @@ def extract(backbone: torch.nn.Module, dataset: Dataset, batch_size: int, num_wo
     layout = torch.channels_last if channels_last else torch.contiguous_format
     chunks, readable = [], []
     total = -(-len(dataset) // batch_size)
-    for images, ok in tqdm(batches, total=total, desc=desc, unit="batch", leave=False):
+    for images, ok in tqdm(batches, total=total, desc=desc, unit="batch", leave=False, disable=not progress):
         chunks.append(backbone(images.to(device, memory_format=layout)).float().cpu())
         readable.append(torch.as_tensor(ok, dtype=torch.bool))
     backbone.train(was_training)
@@ -155,9 +156,10 @@ class CachedFeatureDataModule(L.LightningDataModule):
 
     def __init__(self, images: L.LightningDataModule, backbone: torch.nn.Module, backbone_cfg: dict,
                  cache_dir: str, views: int = 0, seed: int = 0, extract_batch_size: int | None = None,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, progress: bool = True) -> None:
         super().__init__()
         self.images = images
+        self.progress = progress  # the extraction's progress bars
         self.backbone = backbone
         self.backbone_cfg = backbone_cfg
         self.cache_dir = Path(cache_dir)
@@ -264,7 +266,8 @@ class CachedFeatureDataModule(L.LightningDataModule):
             augmented = RowPerFile(splits.train, train_transform(spec, **self.images.augment), **policy)
             views = [
                 extract(self.backbone, augmented, bs, workers, f"features: train view {v + 1}/{self.views}", device,
-                        self.channels_last, threads=1)  # random crops: one thread keeps the seed's draws
+                        # random crops: one thread keeps the seed's draws
+                        self.channels_last, threads=1, progress=self.progress)
                 for v in range(self.views)
             ]
             torch.set_rng_state(generator_state)
@@ -272,10 +275,10 @@ class CachedFeatureDataModule(L.LightningDataModule):
             train_ok = torch.stack([ok for _, ok in views]).all(dim=0)
         else:
             train, train_ok = extract(self.backbone, RowPerFile(splits.train, eval_transform(spec), **policy), bs,
-                                      workers, "features: train", device, self.channels_last)
+                                      workers, "features: train", device, self.channels_last, progress=self.progress)
             train = train[None]
         val, val_ok = extract(self.backbone, RowPerFile(splits.val, eval_transform(spec), **policy), bs, workers,
-                              "features: val", device, self.channels_last)
+                              "features: val", device, self.channels_last, progress=self.progress)
         train_labels = torch.tensor([s.label for s in splits.train], dtype=torch.int64)
         val_labels = torch.tensor([s.label for s in splits.val], dtype=torch.int64)
         return {

@@ -66,15 +66,17 @@ def write_digits(root: str | os.PathLike, image_size: int = 48, val_fraction: fl
 
 
 # The four defect probabilities of ELPV's labels, as folder names (sorted = the label order)
-ELPV_CLASSES = {0.0: "0.00", 1 / 3: "0.33", 2 / 3: "0.67", 1.0: "1.00"}
+# defect probability -> class folder, named as the example datasets' copy (../shared/datasets/elpv) names them, so
+# a model trained on one copy reads the other
+ELPV_CLASSES = {0.0: "0_functional", 1 / 3: "1_possibly_defective", 2 / 3: "2_likely_defective", 1.0: "3_defective"}
 
 
 def write_elpv(root: str | os.PathLike, val_fraction: float = 0.25, seed: int = 0) -> None:
     """Make sure an ELPV tree (solar-cell electroluminescence, 2,624 greyscale 300x300 cells, 4 defect levels) is
     at `root`: used as it is when it already has train/ and val/ (e.g. a copy of the example datasets), else
     written once from the PyPI package `elpv-dataset` (Buerhop-Lutz et al. 2018, Deitsch et al. 2019; CC BY-NC-SA
-    4.0) as root/{train,val}/<probability>/cellNNNN.png, split stratified by label (75/25 by default, as the
-    paper does). The package is optional (`pip install elpv-dataset`, in the `bench` extra)."""
+    4.0) as root/{train,val}/<level>/cellNNNN.png (`ELPV_CLASSES`), split stratified by label (75/25 by
+    default, as the paper does). The package is optional (`pip install elpv-dataset`, in the `bench` extra)."""
     root = Path(root)
     if (root / _COMPLETE).is_file() or ((root / "train").is_dir() and (root / "val").is_dir()):
         return

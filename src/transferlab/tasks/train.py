@@ -120,7 +120,8 @@ def feature_data(settings: RunSettings, model: TransferClassifier, datamodule, d
                                                                         "weights": weights}
     data = CachedFeatureDataModule(
         datamodule, model.backbone, backbone, settings.cache_dir,
-        views=settings.dataset.feature_views, seed=settings.seed, channels_last=model.channels_last)
+        views=settings.dataset.feature_views, seed=settings.seed, channels_last=model.channels_last,
+        progress=settings.progress_bar)
     data.setup("fit")
     model.backbone.to("cpu", memory_format=torch.contiguous_format)
     return data
@@ -313,11 +314,11 @@ def save_fitted_head(trainer: L.Trainer, model: TransferClassifier) -> dict[str,
     saved: dict[str, str | None] = {"best_checkpoint": None, "last_checkpoint": None}
     if best_cb is not None:
         path = str(Path(best_cb.dirpath) / f"head_fit-acc{acc:.4f}{best_cb.FILE_EXTENSION}")
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full state: a run resumes from it
         saved["best_checkpoint"] = path
     if last_cb is not None:
         path = str(Path(last_cb.dirpath) / f"{last_cb.filename or 'last'}{last_cb.FILE_EXTENSION}")
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full state: a run resumes from it
         saved["last_checkpoint"] = path
     return saved
 

@@ -40,7 +40,8 @@ def folder_features(settings: RunSettings) -> FolderFeatures:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backbone.module.to(device, memory_format=layout)
     features = CachedFeatureDataModule(datamodule, backbone.module, description, settings.cache_dir,
-                                       views=0, seed=settings.seed, channels_last=settings.channels_last)
+                                       views=0, seed=settings.seed, channels_last=settings.channels_last,
+                                       progress=settings.progress_bar)
     features.setup("fit")
     backbone.module.to("cpu", memory_format=torch.contiguous_format)
     return FolderFeatures(datamodule, backbone, features, scanned - start, time.perf_counter() - scanned)
