@@ -7,7 +7,6 @@ from omegaconf import DictConfig
 from transferlab.config import register_resolvers
 from transferlab.config.command import check_added_keys, command_line
 from transferlab.errors import reported
-from transferlab.tasks.predict import run
 
 register_resolvers()  # before Hydra resolves paths (${launch_dir:}) and the run dir
 
@@ -16,6 +15,9 @@ register_resolvers()  # before Hydra resolves paths (${launch_dir:}) and the run
 def main(cfg: DictConfig) -> None:
     with reported():
         check_added_keys(cfg)  # `+foo=1`: refused, not ignored
+        # torch and Lightning load once the config is known to be right: a mistake is answered at once
+        from transferlab.tasks.predict import run
+
         run(cfg)
 
 
