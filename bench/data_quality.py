@@ -123,7 +123,7 @@ def trained_accuracy(root: Path, clean_root: Path, arm: str, seed: int, work: Pa
                    check=True, stdout=subprocess.DEVNULL)
     metrics = json.loads((scored / "metrics.json").read_text())["metrics"]
     return {"reported_val_acc": summary["val/acc_best"], "clean_val_acc": metrics["accuracy"],
-            "excluded": len(exclude.read_text().split()) if exclude else 0}
+            "excluded": len(exclude.read_text().splitlines()) if exclude else 0}
 
 
 def scores(found: dict, planted: dict[str, set[str]], images: int, real_leaks: set[str]) -> dict:

@@ -159,3 +159,11 @@ def test_cache_images_rejects_unknown_values(tmp_path, tiny_folder):
     cfg = compose_config(tmp_path, shrink(tiny_folder, **{"dataset.cache_images": "ssd"}))
     with pytest.raises(ConfigValueError, match=r"dataset.cache_images='ssd'.*memory.*disk"):
         RunSettings.from_config(cfg)
+
+
+def test_the_extraction_bars_follow_the_trainers_progress_bar(tmp_path, tiny_folder, capsys):
+    """`trainer.enable_progress_bar=false` (a notebook, a log file) silences the feature extraction's bars too."""
+    _run(tmp_path, tiny_folder, "quiet", **{"trainer.enable_progress_bar": "false"})
+    assert "features: train" not in capsys.readouterr().err
+    _run(tmp_path, tiny_folder, "shown", **{"trainer.enable_progress_bar": "true", "paths.cache_dir": tmp_path / "c2"})
+    assert "features: train" in capsys.readouterr().err
